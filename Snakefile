@@ -1,0 +1,26 @@
+# sdkd — the one DAG: raw data → canonical HDF5 (→ teachers → students → report, to come).
+# Rules stay thin: each calls the `sdkd` command line with the paths given here.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.20")
+
+
+# A variant given with --configfile is a whole experiment: it replaces the embedded
+# default instead of being merged into it (Snakemake's default would merge).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/acquire.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    input:
+        expand("results/data/{dataset}.h5", dataset=DATASETS),

@@ -1,0 +1,5 @@
+import sys
+
+from sdkd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The ``sdkd`` command line: one subcommand per pipeline step.
+
+Every step takes the config and explicit output paths (Snakemake hands them over);
+nothing here invents a path. Bad input ends with one ``sdkd: error: ...`` line and
+exit status 2; a finished output is only ever replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from sdkd import __version__
+from sdkd import config as configuration
+from sdkd.errors import SdkdError
+
+log = logging.getLogger("sdkd")
+
+
+def _cmd_check_config(args: argparse.Namespace) -> None:
+    config = configuration.load(args.config)
+    names = ", ".join(config["datasets"])
+    print(f"{args.config}: valid (datasets: {names})")
+
+
+def _cmd_sources(args: argparse.Namespace) -> None:
+    from sdkd.data.download import REGISTRY
+
+    for entry in REGISTRY.values():
+        print(f"{entry.name:24s} {entry.layout:9s} {entry.known_hash}  {entry.description}")
+
+
+def _cmd_acquire(args: argparse.Namespace) -> None:
+    from sdkd.data.acquire import acquire
+
+    config = configuration.load(args.config)
+    dataset = configuration.dataset_config(config, args.dataset)
+    path = acquire(dataset, args.out, name=args.dataset, seed=config["seed"])
+    log.info("acquired %s → %s", args.dataset, path)
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from sdkd.data.preprocess import preprocess
+
+    config = configuration.load(args.config)
+    dataset = configuration.dataset_config(config, args.dataset)
+    path = preprocess(args.raw, args.out, dataset, name=args.dataset)
+    log.info("preprocessed %s → %s", args.dataset, path)
+
+
+def _cmd_raw_filename(args: argparse.Namespace) -> None:
+    config = configuration.load(args.config)
+    print(configuration.raw_filename(configuration.dataset_config(config, args.dataset)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdkd",
+        description="Frequency-aligned knowledge distillation for spatiotemporal forecasting.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdkd {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (default: torch's choice; Snakemake passes {threads})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
+
+    def step(name: str, func: Callable[[argparse.Namespace], None], help_: str):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", type=Path, default=Path("config/config.yaml"),
+                       help="config YAML (default: config/config.yaml)")
+        p.set_defaults(func=func)
+        return p
+
+    step("check-config", _cmd_check_config, "validate a config file against the schema")
+    step("sources", _cmd_sources, "list the named public files `download` knows")
+
+    p = step("raw-filename", _cmd_raw_filename, "print a dataset's raw file name")
+    p.add_argument("--dataset", required=True)
+
+    p = step("acquire", _cmd_acquire, "simulate, download or link a dataset's raw file")
+    p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
+    p.add_argument("--out", type=Path, required=True, help="raw file to write")
+
+    p = step("preprocess", _cmd_preprocess, "raw file → canonical HDF5 with splits and stats")
+    p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
+    p.add_argument("--raw", type=Path, required=True, help="raw file written by acquire")
+    p.add_argument("--out", type=Path, required=True, help="canonical HDF5 to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except SdkdError as exc:
+        print(f"sdkd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sdkd: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Acquire a dataset's raw file: simulate it, download it, or link the user's file.
+
+Simulated data is written as the ``sdkd`` raw layout (see :mod:`sdkd.data.raw`):
+``frames`` float32 (N, T, C, H, W) with the solver's parameters as attributes. All
+initial conditions are drawn up front from one generator seeded from the config seed
+and the dataset name, so the data do not depend on ``batch_size`` or the device order
+of batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import sdkd
+from sdkd.atomic import atomic_path
+from sdkd.data import diffusion_reaction, navier_stokes
+from sdkd.data.raw import open_raw
+from sdkd.errors import SdkdError
+
+log = logging.getLogger(__name__)
+
+
+def dataset_seed(seed: int, name: str) -> int:
+    """A stable per-dataset seed (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SdkdError("simulate.device is 'cuda' but no CUDA device is available")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def _navier_stokes(
+    sim: Mapping[str, Any], generator: torch.Generator, device: torch.device
+) -> tuple[Callable[[slice], torch.Tensor], dict[str, Any]]:
+    """Initial vorticity on the solver grid and a batch solver returning (B, T, 1, H, W)."""
+    n_solver = sim["solver_resolution"] or sim["resolution"]
+    w0 = navier_stokes.gaussian_random_field(
+        sim["n_trajectories"], n_solver, generator=generator, dtype=torch.float64
+    )
+
+    def solve(batch: slice) -> torch.Tensor:
+        w = navier_stokes.simulate(
+            w0[batch].to(device, torch.float32),
+            viscosity=sim["viscosity"],
+            t_end=sim["t_end"],
+            n_records=sim["n_records"],
+            forcing=None if sim["forcing"] == "none" else sim["forcing"],
+            dt=sim["dt"],
+            cfl=sim["cfl"],
+        )
+        return navier_stokes.downsample(w, sim["resolution"])[:, :, None]
+
+    attrs = {
+        "channels": ["vorticity"],
+        "dt": sim["t_end"] / sim["n_records"],
+        "dx": 1.0 / sim["resolution"],
+        "times": np.arange(1, sim["n_records"] + 1) * sim["t_end"] / sim["n_records"],
+        "solver_resolution": n_solver,
+    }
+    return solve, attrs
+
+
+def _diffusion_reaction(
+    sim: Mapping[str, Any], generator: torch.Generator, device: torch.device
+) -> tuple[Callable[[slice], torch.Tensor], dict[str, Any]]:
+    """PDEBench-style noise initial states and a batch solver returning (B, T, 2, H, W)."""
+    u0, v0 = diffusion_reaction.random_initial_condition(
+        sim["n_trajectories"], sim["resolution"], generator=generator, dtype=torch.float64
+    )
+
+    def solve(batch: slice) -> torch.Tensor:
+        return diffusion_reaction.simulate(
+            u0[batch].to(device, torch.float32),
+            v0[batch].to(device, torch.float32),
+            t_end=sim["t_end"],
+            n_frames=sim["n_frames"],
+            du=sim["du"],
+            dv=sim["dv"],
+            k=sim["k"],
+        )
+
+    attrs = {
+        "channels": ["u", "v"],
+        "dt": sim["t_end"] / (sim["n_frames"] - 1),
+        "dx": 2.0 / sim["resolution"],
+        "times": np.linspace(0.0, sim["t_end"], sim["n_frames"]),
+    }
+    return solve, attrs
+
+
+SOLVERS = {"navier_stokes": _navier_stokes, "diffusion_reaction": _diffusion_reaction}
+
+
+def simulate(sim: Mapping[str, Any], out: Path, *, seed: int) -> Path:
+    """Integrate ``sim['n_trajectories']`` trajectories in batches into ``out``."""
+    device = resolve_device(sim["device"])
+    generator = torch.Generator().manual_seed(seed)
+    solve, attrs = SOLVERS[sim["equation"]](sim, generator, device)
+    n, batch_size = sim["n_trajectories"], sim["batch_size"]
+    log.info("simulate %s: %d trajectories on %s", sim["equation"], n, device)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        frames = None
+        for start in tqdm(range(0, n, batch_size), desc=f"simulate {sim['equation']}",
+                          unit="batch"):
+            batch = solve(slice(start, start + batch_size)).float().cpu().numpy()
+            if frames is None:
+                frames = f.create_dataset(
+                    "frames", shape=(n, *batch.shape[1:]), dtype=np.float32,
+                    chunks=(1, *batch.shape[1:]),
+                )
+            frames[start : start + len(batch)] = batch
+        frames.attrs.update({k: v for k, v in attrs.items() if k != "times"})
+        f["times"] = attrs["times"]
+        f.attrs.update(
+            {
+                "equation": sim["equation"],
+                "parameters": repr(dict(sim)),
+                "seed": seed,
+                "device": str(device),
+                "created_with": f"sdkd {sdkd.__version__}, torch {torch.__version__}",
+            }
+        )
+    return out
+
+
+def link_file(spec: Mapping[str, Any], out: Path) -> Path:
+    """Check the user's file reads as declared, then link it at ``out``.
+
+    A symlink keeps large user files where they are; it is placed atomically so a
+    half-made link never exists.
+    """
+    source = Path(spec["path"]).expanduser().resolve()
+    options = {key: spec[key] for key in ("variable", "axes", "dt", "dx")}
+    with open_raw(source, "array", channels=spec.get("channels"), **options) as raw:
+        log.info("file %s: %s %s", source, spec["variable"], raw.shape)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.link")
+    tmp.unlink(missing_ok=True)
+    os.symlink(source, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def acquire(dataset: Mapping[str, Any], out: str | Path, *, name: str, seed: int) -> Path:
+    """Write the raw file of dataset ``name`` to ``out``, whatever its source."""
+    out = Path(out)
+    source = dataset["source"]
+    if source == "simulate":
+        return simulate(dataset["simulate"], out, seed=dataset_seed(seed, name))
+    if source == "download":
+        from sdkd.data.download import fetch, resolve
+
+        remote = resolve(dataset["download"])
+        return fetch(remote.url, remote.known_hash, out)
+    return link_file(dataset["file"], out)

@@ -1,0 +1,141 @@
+"""Forecasting windows over the canonical HDF5, as a torch ``Dataset``.
+
+A window is ``in_steps`` consecutive frames followed by the next ``out_steps``;
+windows start every ``window_stride`` frames of a trajectory and never cross from one
+trajectory (or split) into another. Samples are normalised per channel with the
+train-split statistics stored in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sdkd.data.preprocess import SPLITS
+from sdkd.errors import SdkdError
+
+REQUIRED_ATTRS = ("mean", "std", "in_steps", "out_steps", "window_stride", "channels")
+
+
+class ForecastWindows(Dataset):
+    """Normalised (input, target) windows of one split.
+
+    Each item is a pair of float32 tensors ``x`` of shape (T_in, C, H, W) and ``y`` of
+    shape (T_out, C, H, W), in normalised units: ``(frame - mean[c]) / std[c]``.
+
+    The HDF5 file is opened lazily in each process, so the dataset can be handed to a
+    ``DataLoader`` with workers (an h5py handle must not cross a fork).
+
+    Args:
+        path: canonical HDF5 written by ``sdkd preprocess``.
+        split: ``train``, ``val`` or ``test``.
+        in_steps, out_steps, window_stride: override the values stored in the file.
+        in_memory: read the whole split into RAM once (small data, fastest epochs).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str,
+        *,
+        in_steps: int | None = None,
+        out_steps: int | None = None,
+        window_stride: int | None = None,
+        in_memory: bool = False,
+    ) -> None:
+        if split not in SPLITS:
+            raise SdkdError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+        self.path = Path(path)
+        self.split = split
+        attrs, shape = self._read_header()
+        self.in_steps = in_steps or int(attrs["in_steps"])
+        self.out_steps = out_steps or int(attrs["out_steps"])
+        self.window_stride = window_stride or int(attrs["window_stride"])
+        self.channels = [str(c) for c in attrs["channels"]]
+        self.mean = torch.as_tensor(np.asarray(attrs["mean"]), dtype=torch.float32)
+        self.std = torch.as_tensor(np.asarray(attrs["std"]), dtype=torch.float32)
+        self.n_trajectories, self.n_frames = shape[0], shape[1]
+        self.frame_shape = tuple(shape[2:])
+        span = self.in_steps + self.out_steps
+        if span > self.n_frames:
+            raise SdkdError(
+                f"{self.path}: {split} trajectories have {self.n_frames} frames, too few for "
+                f"in_steps + out_steps = {span}"
+            )
+        self.starts_per_trajectory = (self.n_frames - span) // self.window_stride + 1
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._memory = self._frames()[()] if in_memory else None
+        if in_memory:
+            self._close()
+
+    def _read_header(self) -> tuple[dict, tuple[int, ...]]:
+        if not self.path.exists():
+            raise SdkdError(f"{self.path}: dataset file not found")
+        try:
+            with h5py.File(self.path, "r") as f:
+                missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+                if missing or f"{self.split}/frames" not in f:
+                    what = ", ".join(missing) or f"/{self.split}/frames"
+                    raise SdkdError(
+                        f"{self.path}: not a canonical sdkd dataset (missing {what}); "
+                        "run `sdkd preprocess`"
+                    )
+                return dict(f.attrs), f[f"{self.split}/frames"].shape
+        except OSError as exc:
+            raise SdkdError(f"{self.path}: cannot open as HDF5 ({exc})") from None
+
+    def _frames(self) -> h5py.Dataset:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file[f"{self.split}/frames"]
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+
+    def __getstate__(self) -> dict:
+        # Workers reopen the file themselves; an open h5py handle does not pickle.
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self.n_trajectories * self.starts_per_trajectory
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(trajectory, first frame) of window ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        trajectory, k = divmod(index, self.starts_per_trajectory)
+        return trajectory, k * self.window_stride
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        trajectory, start = self.window(index)
+        stop = start + self.in_steps + self.out_steps
+        source = self._memory if self._memory is not None else self._frames()
+        frames = torch.from_numpy(np.asarray(source[trajectory, start:stop], dtype=np.float32))
+        frames = self.normalize(frames)
+        return frames[: self.in_steps], frames[self.in_steps :]
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Physical units → normalised; channels on dim -3 of (..., C, H, W)."""
+        return (frames - self._stat(self.mean, frames)) / self._stat(self.std, frames)
+
+    def denormalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised → physical units; channels on dim -3 of (..., C, H, W)."""
+        return frames * self._stat(self.std, frames) + self._stat(self.mean, frames)
+
+    @staticmethod
+    def _stat(stat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return stat.to(like.device, like.dtype)[:, None, None]
+
+    def __del__(self) -> None:
+        self._close()

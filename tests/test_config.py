@@ -1,0 +1,125 @@
+"""The config schema: the shipped configs pass, every kind of mistake names its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdkd import config as configuration
+from sdkd.errors import SdkdError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    config = configuration.load(path)
+    for dataset in config["datasets"].values():
+        assert dataset["window_stride"] >= 1  # defaults were filled in
+
+
+def test_package_reads_the_workflow_schema():
+    packaged = configuration.SCHEMA_PATH.resolve()
+    assert packaged == (ROOT / "workflow/schemas/config.schema.yaml").resolve()
+
+
+def base() -> dict:
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def mutated(edit) -> dict:
+    config = copy.deepcopy(base())
+    edit(config)
+    return config
+
+
+NS = ("datasets", "navier_stokes")
+
+
+def _set(path, value):
+    def edit(config):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+def _delete(path):
+    def edit(config):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_set((*NS, "simulate", "viscosity"), -1e-3), "datasets.navier_stokes.simulate.viscosity"),
+        (_set((*NS, "simulate", "resolution"), 2), "simulate.resolution: 2 is less than"),
+        (_set((*NS, "simulate", "equation"), "burgers"), "'burgers' is not one of"),
+        (_set((*NS, "source"), "ftp"), "datasets.navier_stokes.source: 'ftp' is not one of"),
+        (_set((*NS, "in_steps"), 0), "datasets.navier_stokes.in_steps"),
+        (_set((*NS, "in_steps"), "ten"), "'ten' is not of type 'integer'"),
+        (_set((*NS, "bogus"), 1), "'bogus' was unexpected"),
+        (_set(("bogus",), 1), "'bogus' was unexpected"),
+        (_set((*NS, "simulate", "du"), 1e-3), "simulate: Unevaluated properties are not allowed"),
+        (_delete((*NS, "split")), "'split' is a required property"),
+        (_delete((*NS, "simulate")), "'simulate' is a required property"),
+        (_set((*NS, "split"), {"train": 0.5, "val": 0.2, "test": 0.2}), "must sum to 1"),
+        (_set((*NS, "split"), {"train": 190, "val": 20, "test": 20}), "230 trajectories"),
+        (_set((*NS, "simulate", "solver_resolution"), 96), "not a multiple of resolution 64"),
+        (
+            _set((*NS, "download"), {"name": "pdebench_diff_react"}),
+            "datasets.navier_stokes.download: block given but source is 'simulate'",
+        ),
+        (_set(("datasets",), {}), "should be non-empty"),
+        (_set(("datasets",), {"Bad-Name": {}}), "does not match"),
+    ],
+)
+def test_bad_values_name_the_key(edit, expected):
+    with pytest.raises(SdkdError, match=None) as info:
+        configuration.validate(mutated(edit), source="cfg.yaml")
+    message = str(info.value)
+    assert message.startswith("cfg.yaml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_download_block_needs_name_or_url_hash_layout():
+    def edit(config):
+        config["datasets"]["navier_stokes"] = {
+            "source": "download",
+            "download": {"url": "http://127.0.0.1/x.h5"},
+            "split": {"train": 1, "val": 1, "test": 1},
+            "in_steps": 1,
+            "out_steps": 1,
+        }
+
+    with pytest.raises(SdkdError, match=r"datasets\.navier_stokes\.download"):
+        configuration.validate(mutated(edit))
+
+
+def test_unknown_dataset_lists_known_ones():
+    with pytest.raises(SdkdError, match=r"unknown dataset 'weather'.*navier_stokes"):
+        configuration.dataset_config(base(), "weather")
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(SdkdError, match="config file not found"):
+        configuration.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(SdkdError, match="not valid YAML"):
+        configuration.load(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(SdkdError, match="mapping"):
+        configuration.load(bad)
