@@ -9,6 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def apply_umask(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open`` would have (temp files start as 0600)."""
+    # The umask can only be read by setting it; the window is two system calls.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -21,11 +29,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
-    # mkstemp makes the file private (0600); a finished output gets the usual mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
+    apply_umask(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

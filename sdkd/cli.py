@@ -53,6 +53,29 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     log.info("preprocessed %s → %s", args.dataset, path)
 
 
+def _cmd_train_teacher(args: argparse.Namespace) -> None:
+    from sdkd.train.jobs import train_teacher
+
+    config = configuration.load(args.config)
+    configuration.dataset_config(config, args.dataset)
+    result = train_teacher(config, args.dataset, args.data, args.out, device=args.device)
+    log.info("teacher of %s: best val %.4g at epoch %d → %s", args.dataset, result.best_val,
+             result.best_epoch, args.out)
+
+
+def _cmd_distill(args: argparse.Namespace) -> None:
+    from sdkd.train.jobs import distill_student
+
+    config = configuration.load(args.config)
+    configuration.dataset_config(config, args.dataset)
+    result = distill_student(
+        config, args.dataset, args.data, args.teacher, args.student, args.bands, args.seed,
+        args.out, device=args.device,
+    )
+    log.info("%s/%s seed %d: best val %.4g at epoch %d → %s", args.student, args.bands,
+             args.seed, result.best_val, result.best_epoch, args.out)
+
+
 def _cmd_raw_filename(args: argparse.Namespace) -> None:
     config = configuration.load(args.config)
     print(configuration.raw_filename(configuration.dataset_config(config, args.dataset)))
@@ -92,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
     p.add_argument("--raw", type=Path, required=True, help="raw file written by acquire")
     p.add_argument("--out", type=Path, required=True, help="canonical HDF5 to write")
+
+    def training_step(name: str, func: Callable[[argparse.Namespace], None], help_: str):
+        p = step(name, func, help_)
+        p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
+        p.add_argument("--data", type=Path, required=True, help="canonical HDF5 of the dataset")
+        p.add_argument("--out", type=Path, required=True,
+                       help="run folder: best.pt, last.pt, history.csv, config.yaml, done.json")
+        p.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                       help="auto leases a free GPU when there is one (default), else the CPU")
+        return p
+
+    training_step("train-teacher", _cmd_train_teacher, "train the dataset's teacher")
+    p = training_step("distill", _cmd_distill, "train a student with a band setting")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="teacher best.pt (every band setting but `none` needs one)")
+    p.add_argument("--student", required=True, help="family-size, e.g. unet-s")
+    p.add_argument("--bands", required=True, help="a key of distill.settings, e.g. dual")
+    p.add_argument("--seed", type=int, default=0, help="seed of the student run")
     return parser
 
 

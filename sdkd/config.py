@@ -85,7 +85,26 @@ def validate(config: dict[str, Any], *, source: str = "config") -> dict[str, Any
         raise SdkdError(f"{source}: {_describe(error)}")
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, source)
+    _check_experiment(config, source)
     return config
+
+
+def _check_experiment(config: dict[str, Any], source: str) -> None:
+    """Model names and band settings must resolve before any job starts."""
+    from sdkd.distill.settings import check_settings
+    from sdkd.models.registry import get_family
+
+    models = config["models"]
+    for key, names in (("teacher", [models["teacher"]]), ("students", models["students"])):
+        for name in names:
+            try:
+                get_family(name)
+            except SdkdError as exc:
+                raise SdkdError(f"{source}: models.{key}: {exc}") from None
+    try:
+        check_settings(config["distill"])
+    except SdkdError as exc:
+        raise SdkdError(f"{source}: {exc}") from None
 
 
 def _check_dataset(name: str, dataset: dict[str, Any], source: str) -> None:

@@ -22,9 +22,24 @@ def file_dataset(path: Path, variable: str = "u", axes: str = "N T H W", **extra
     return block
 
 
-def write_config(directory: Path, datasets: dict[str, dict], seed: int = 0) -> Path:
+# The smallest model/training/distill blocks: tests of the data steps don't use them.
+TINY_EXPERIMENT = {
+    "models": {"teacher": "teacher-tiny", "students": ["unet-s"],
+               "student_overrides": {"width_mult": 0.25}},
+    "training": {"teacher": {"epochs": 1, "batch_size": 2},
+                 "student": {"epochs": 1, "batch_size": 2}},
+    "distill": {"settings": {"none": {}, "dual": {"cutoffs": [1.5], "weights": [1.0, 1.0]}}},
+}
+
+
+def experiment(datasets: dict[str, dict], seed: int = 0, **blocks: Any) -> dict:
+    """A whole config: the given datasets, tiny models, overridable blocks."""
+    return {"seed": seed, "datasets": datasets, **copy.deepcopy(TINY_EXPERIMENT), **blocks}
+
+
+def write_config(directory: Path, datasets: dict[str, dict], seed: int = 0, **blocks: Any) -> Path:
     path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump({"seed": seed, "datasets": datasets}))
+    path.write_text(yaml.safe_dump(experiment(datasets, seed, **blocks)))
     return path
 
 

@@ -6,7 +6,7 @@ import hashlib
 
 import h5py
 import numpy as np
-from helpers import file_dataset, write_config
+from helpers import experiment, file_dataset, write_config
 from rawfiles import serve_directory, write_fno_mat, write_pdebench
 
 from sdkd.config import validate
@@ -25,7 +25,7 @@ def _ns(**simulate) -> dict:
         "in_steps": 2,
         "out_steps": 2,
     }
-    return validate({"seed": 3, "datasets": {"ns": block}})["datasets"]["ns"]
+    return validate(experiment({"ns": block}, seed=3))["datasets"]["ns"]
 
 
 def test_simulation_is_deterministic_and_batch_independent(tmp_path):

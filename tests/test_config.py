@@ -18,8 +18,12 @@ SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     config = configuration.load(path)
+    # defaults were filled in, also those beside a $ref and inside if/then branches
     for dataset in config["datasets"].values():
-        assert dataset["window_stride"] >= 1  # defaults were filled in
+        assert dataset["window_stride"] >= 1
+        assert dataset.get("simulate", {}).get("device", "auto") == "auto"
+    assert isinstance(config["models"]["teacher_overrides"], dict)
+    assert config["distill"]["seeds"] and config["training"]["student"]["in_memory"] in (1, 0)
 
 
 def test_package_reads_the_workflow_schema():
@@ -82,6 +86,12 @@ def _delete(path):
             "datasets.navier_stokes.download: block given but source is 'simulate'",
         ),
         (_set(("datasets",), {}), "should be non-empty"),
+        (_set(("models", "students"), ["unet-xl"]), "models.students: unknown size 'xl'"),
+        (_set(("models", "teacher"), "teacher-huge"), "models.teacher: unknown size 'huge'"),
+        (_set(("distill", "settings", "dual", "weights"), [1.0]), "distill.settings.dual:"),
+        (_set(("distill", "settings", "low"), {}), "distill.settings.low: cutoffs"),
+        (_set(("distill", "settings", "dual_c8"), {"cutoffs": [8]}), "name the method"),
+        (_set(("training", "teacher", "epochs"), 0), "training.teacher.epochs"),
         (_set(("datasets",), {"Bad-Name": {}}), "does not match"),
     ],
 )

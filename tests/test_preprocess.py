@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import file_dataset
+from helpers import experiment, file_dataset
 from rawfiles import write_fno_mat, write_pdebench
 from torch.utils.data import DataLoader
 
@@ -16,7 +16,7 @@ from sdkd.data.preprocess import SPLITS, preprocess, sha256sum
 
 
 def _config(dataset: dict) -> dict:
-    return validate({"seed": 0, "datasets": {"toy": dataset}})["datasets"]["toy"]
+    return validate(experiment({"toy": dataset}))["datasets"]["toy"]
 
 
 def _raw(tmp_path, shape, variable="u", seed=0):

@@ -39,6 +39,7 @@ from typing import Any
 import pooch
 import requests
 
+from sdkd.atomic import apply_umask
 from sdkd.errors import SdkdError
 
 log = logging.getLogger("sdkd.download")
@@ -301,7 +302,8 @@ def fetch(
             time.sleep(wait)
         else:
             break
-    _fix_mode(out)
+    with contextlib.suppress(OSError):
+        apply_umask(out)  # pooch's temporary file was 0600
     log.info("downloaded %s (%s %s)", out, algorithm, digest)
     return out
 
@@ -373,15 +375,6 @@ def _quiet_pooch() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _fix_mode(path: Path) -> None:
-    # NamedTemporaryFile creates 0600; a shared data directory needs the usual umask.
-    # os.umask can only be read by setting it; the window is two system calls.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
 
 
 _MISMATCH = re.compile(r"expected (\S+) but got (\S+?)\.?(\s|$)")

@@ -1,0 +1,386 @@
+"""Distillation objectives: ground truth plus a frequency-aligned (or baseline) KD term.
+
+The student is trained on
+
+    total = MSE(student prediction, target) + λ · KD
+
+where KD depends on the band setting (``SETTINGS``; DESIGN.md, "Band settings"):
+
+* ``none``: KD = 0. The student alone, the baseline every gain is measured against. The
+  loss holds no parameters and the teacher may be ``None``.
+* ``low`` / ``high``: a 2-band split at one cutoff; only the low (resp. high) band is
+  aligned.
+* ``dual``: the paper's method, the low and the high band of a 2-band split at one
+  cutoff aligned separately, each with its own weight.
+* ``multi``: K = len(cutoffs) + 1 bands, one weight each.
+* ``output``: KD = MSE(student prediction, teacher prediction) (response distillation).
+* ``fitnet``: KD = MSE(P(student latent), teacher latent) (FitNets hints), no frequency
+  split.
+
+For the four frequency settings
+
+    KD = Σ_b w_b · [ band_mse_b(P(s_latent), t_latent)
+                     + output_weight · band_mse_b(s_pred, t_pred) ]
+
+with ``band_mse`` of :class:`~sdkd.distill.bands.SpectralBands`: the mean squared error
+restricted to band b, so that the bands of a plain MSE add up (Σ_b band_mse_b = MSE).
+For ``low``/``high`` the weight of the other band is 0.
+
+Choices the paper leaves open, and ours:
+
+* **Cutoffs** are radial wavenumbers in cycles per domain (see ``sdkd.distill.bands``:
+  half-open bands, mean mode in band 0). They are required for the frequency settings
+  (no silent default: the report must state them) and ignored by the others. The *same*
+  cutoffs are used on the latent grid and on the output grid: both grids cover the whole
+  domain, so in cycles per domain band b means the same physical scales on both (an
+  8 × 8 latent simply cannot represent |k| beyond its Nyquist limit). The cutoffs must
+  leave every band non-empty on the latent grid; a cutoff the latent is too coarse for
+  raises :class:`~sdkd.errors.SdkdError` at the first forward pass.
+* **Band weights** default to 1 for every aligned band. ``low``/``high`` take one
+  weight (that of the aligned band), ``dual`` two (low, high), ``multi``
+  len(cutoffs) + 1. Weights, ``lam`` and ``output_weight`` must be finite and ≥ 0.
+* **Output-level bands.** The prediction (B, T_out, C, H, W) is split frame by frame:
+  every (T_out · C) map of every sample is one 2-D field, and band MSEs are averaged over
+  all of them. ``output_weight`` scales this output-level term against the latent-level
+  term in the frequency settings only (``output`` is weighted by ``lam`` alone).
+* **Projection P** is a learned 1 × 1 convolution (with bias) from ``student_channels``
+  to ``teacher_channels``, applied to the student latent ``features[feature]``
+  (default ``"latent"``) in the frequency settings and ``fitnet``. It is part of this
+  module, so its parameters must be handed to the optimiser with the student's.
+  ``none`` and ``output`` have no projection and no parameters.
+* **Grid mismatch.** If the student and teacher latent grids differ, the projected
+  student latent is resized to the *teacher's* grid (bilinear, align_corners=False,
+  the pixel-centre convention under which both grids cover the same domain; with
+  anti-aliasing when shrinking so that no student detail aliases into low bands). We
+  move the student to the teacher, not the teacher to the student, because the
+  teacher's spectrum is the reference: its bands are not blurred or aliased by any
+  resampling, and the student is asked to reproduce them. (1 × 1 projection and
+  resampling commute, as both are linear per pixel and the bilinear weights sum to 1.)
+* **Band normalisation** (``normalize_bands=True``, default off): each band's term is
+  divided by the teacher's energy in that band, mean(t_b²) averaged over the batch
+  (detached), plus ``norm_eps`` times the teacher's total energy (and 1e-12), so a
+  band with little energy (usually the high band, whose raw MSE is tiny) is not
+  drowned by the low band, while a band the teacher leaves (almost) empty is amplified
+  by at most 1/``norm_eps``. The latent and the output terms are normalised by the
+  teacher's latent and prediction band energies respectively.
+* **Teacher is frozen**: its prediction and features are ``.detach()``-ed here, so no
+  gradient reaches the teacher even if the caller forgets ``torch.no_grad``. Gradients
+  flow to the student and to P.
+* **Precision**: half-precision fields are upcast to float32 before the FFT.
+
+``forward`` returns ``(total, terms)``; ``terms`` holds detached scalars: ``gt``, ``kd``
+(the weighted, possibly normalised KD before λ), ``total``, and per band the raw band
+MSEs ``kd_latent_b{i}`` and ``kd_out_b{i}`` (every band, also those with weight 0, for
+monitoring), or ``kd_latent`` (fitnet) / ``kd_out`` (output).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdkd.distill.bands import SpectralBands, validate_cutoffs
+from sdkd.errors import SdkdError
+
+__all__ = ["FREQUENCY_SETTINGS", "SETTINGS", "DistillLoss"]
+
+SETTINGS = ("none", "low", "high", "dual", "multi", "output", "fitnet")
+FREQUENCY_SETTINGS = ("low", "high", "dual", "multi")
+_USES_LATENT = (*FREQUENCY_SETTINGS, "fitnet")
+
+
+def _nonnegative(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise SdkdError(f"{key}: expected a finite number ≥ 0, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SdkdError(f"{key}: expected a finite number ≥ 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise SdkdError(f"{key}: expected a finite number ≥ 0, got {value!r}")
+    return v
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SdkdError(f"{key}: expected a positive integer (channels), got {value!r}")
+    return value
+
+
+def _unpack(forecast: Any, who: str) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+    """(prediction, features) of a Forecast-like object (attributes or a 2-tuple)."""
+    if hasattr(forecast, "prediction") and hasattr(forecast, "features"):
+        prediction, features = forecast.prediction, forecast.features
+    elif isinstance(forecast, tuple | list) and len(forecast) == 2:
+        prediction, features = forecast
+    else:
+        raise SdkdError(
+            f"{who}: expected a Forecast with .prediction and .features, "
+            f"got {type(forecast).__name__}"
+        )
+    if not isinstance(prediction, torch.Tensor):
+        raise SdkdError(f"{who}.prediction: expected a tensor, got {type(prediction).__name__}")
+    return prediction, features
+
+
+class DistillLoss(nn.Module):
+    """Ground-truth MSE plus λ times a distillation term (see the module docstring).
+
+    Args:
+        setting: one of ``SETTINGS``.
+        student_channels, teacher_channels: channels D_s, D_t of the student's and the
+            teacher's ``features[feature]``; the 1 × 1 projection maps D_s → D_t.
+        cutoffs: radial wavenumbers (cycles per domain), strictly increasing, > 0;
+            exactly one for ``low``/``high``/``dual``, one or more for ``multi``;
+            ignored by the other settings.
+        band_weights: ``low``/``high``: 1 weight; ``dual``: 2; ``multi``:
+            len(cutoffs) + 1. Default: all 1. Ignored by the other settings.
+        lam: weight λ of the whole KD term.
+        output_weight: weight of the output-level band terms against the latent-level
+            ones (frequency settings).
+        feature: key of the latent in ``Forecast.features``.
+        normalize_bands: divide each band's term by the teacher's band energy.
+        norm_eps: relative floor of that energy, as a fraction of the teacher's total.
+    """
+
+    def __init__(
+        self,
+        setting: str,
+        *,
+        student_channels: int,
+        teacher_channels: int,
+        cutoffs: Sequence[float] | None = None,
+        band_weights: Sequence[float] | None = None,
+        lam: float = 1.0,
+        output_weight: float = 1.0,
+        feature: str = "latent",
+        normalize_bands: bool = False,
+        norm_eps: float = 1e-4,
+    ):
+        super().__init__()
+        if setting not in SETTINGS:
+            raise SdkdError(f"setting: expected one of {', '.join(SETTINGS)}, got {setting!r}")
+        if not isinstance(feature, str) or not feature:
+            raise SdkdError(f"feature: expected the name of a model feature, got {feature!r}")
+        self.setting = setting
+        self.student_channels = _positive_int(student_channels, "student_channels")
+        self.teacher_channels = _positive_int(teacher_channels, "teacher_channels")
+        self.lam = _nonnegative(lam, "lam")
+        self.output_weight = _nonnegative(output_weight, "output_weight")
+        self.feature = feature
+        self.normalize_bands = bool(normalize_bands)
+        self.norm_eps = _nonnegative(norm_eps, "norm_eps")
+
+        self.bands: SpectralBands | None = None
+        self.band_weights: tuple[float, ...] = ()
+        if setting in FREQUENCY_SETTINGS:
+            self.bands, self.band_weights = self._band_settings(setting, cutoffs, band_weights)
+            self.register_buffer(
+                "_weights",
+                torch.tensor(self.band_weights, dtype=torch.float32),
+                persistent=False,
+            )
+        self.projection: nn.Conv2d | None = None
+        if setting in _USES_LATENT:
+            self.projection = nn.Conv2d(self.student_channels, self.teacher_channels, 1)
+
+    @staticmethod
+    def _band_settings(
+        setting: str, cutoffs: Sequence[float] | None, band_weights: Sequence[float] | None
+    ) -> tuple[SpectralBands, tuple[float, ...]]:
+        if cutoffs is None:
+            need = "one or more cutoffs" if setting == "multi" else "exactly one cutoff"
+            raise SdkdError(
+                f"cutoffs: setting {setting!r} needs {need} (radial wavenumber in cycles "
+                f"per domain), got none"
+            )
+        values = validate_cutoffs(cutoffs)
+        if setting != "multi" and len(values) != 1:
+            raise SdkdError(
+                f"cutoffs: setting {setting!r} splits into two bands at exactly one cutoff, "
+                f"got {list(values)}"
+            )
+        k = len(values) + 1
+        n_weights = 1 if setting in ("low", "high") else k
+        if band_weights is None:
+            weights = [1.0] * n_weights
+        else:
+            if isinstance(band_weights, str | bytes):
+                raise SdkdError(f"band_weights: expected a list of numbers, got {band_weights!r}")
+            try:
+                weights = list(band_weights)
+            except TypeError:
+                raise SdkdError(
+                    f"band_weights: expected a list of numbers, got {band_weights!r}"
+                ) from None
+            if len(weights) != n_weights:
+                what = {
+                    "low": "1 (the low band's)",
+                    "high": "1 (the high band's)",
+                    "dual": "2 (low, high)",
+                    "multi": f"{k} (len(cutoffs) + 1)",
+                }[setting]
+                raise SdkdError(
+                    f"band_weights: setting {setting!r} with cutoffs {list(values)} expects "
+                    f"{what} weights, got {len(weights)}: {weights}"
+                )
+            weights = [_nonnegative(w, "band_weights") for w in weights]
+        if setting == "low":
+            weights = [weights[0], 0.0]
+        elif setting == "high":
+            weights = [0.0, weights[0]]
+        return SpectralBands(values), tuple(weights)
+
+    def extra_repr(self) -> str:
+        parts = [f"setting={self.setting!r}", f"lam={self.lam:g}"]
+        if self.bands is not None:
+            parts += [
+                f"cutoffs={list(self.bands.cutoffs)}",
+                f"band_weights={list(self.band_weights)}",
+                f"output_weight={self.output_weight:g}",
+                f"normalize_bands={self.normalize_bands}",
+            ]
+        if self.projection is not None:
+            parts.append(f"feature={self.feature!r}")
+        return ", ".join(parts)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _latent(self, features: Any, who: str, channels: int) -> torch.Tensor:
+        if not isinstance(features, Mapping) or self.feature not in features:
+            have = sorted(features) if isinstance(features, Mapping) else type(features).__name__
+            raise SdkdError(
+                f"feature: {who}.features[{self.feature!r}] is missing; expected a latent "
+                f"of shape (B, {channels}, h, w), the model returned {have}"
+            )
+        latent = features[self.feature]
+        if not isinstance(latent, torch.Tensor) or latent.ndim != 4:
+            shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else latent
+            raise SdkdError(
+                f"feature: {who}.features[{self.feature!r}] expected shape "
+                f"(B, {channels}, h, w), got {shape}"
+            )
+        if latent.shape[1] != channels:
+            key = f"{who}_channels"
+            raise SdkdError(
+                f"{key}: {who}.features[{self.feature!r}] has {latent.shape[1]} channels, "
+                f"expected {channels} as declared"
+            )
+        return latent
+
+    def _aligned_latents(
+        self, s_features: Any, t_features: Any, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(student latent), resized to the teacher's grid, and the detached teacher latent."""
+        s = self._latent(s_features, "student", self.student_channels)
+        t = self._latent(t_features, "teacher", self.teacher_channels).detach()
+        if s.shape[0] != t.shape[0] or s.shape[0] != batch:
+            raise SdkdError(
+                f"feature: batch sizes differ: student latent {s.shape[0]}, teacher latent "
+                f"{t.shape[0]}, prediction {batch}"
+            )
+        assert self.projection is not None
+        p = self.projection(s)
+        if p.shape[-2:] != t.shape[-2:]:
+            shrink = p.shape[-2] > t.shape[-2] or p.shape[-1] > t.shape[-1]
+            p = F.interpolate(
+                p,
+                size=tuple(t.shape[-2:]),
+                mode="bilinear",
+                align_corners=False,
+                antialias=shrink,
+            )
+        return p, t
+
+    def _band_terms(
+        self, a: torch.Tensor, ref: torch.Tensor, where: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw per-band MSE (K,) and the same, normalised if asked."""
+        assert self.bands is not None
+        h, w = ref.shape[-2:]
+        try:
+            self.bands.masks(h, w, ref.device)
+        except SdkdError as err:
+            raise SdkdError(f"{err} [grid of {where}]") from None
+        raw = self.bands.band_mse(a, ref)
+        if not self.normalize_bands:
+            return raw, raw
+        energy = self.bands.band_energy(ref).flatten(1).mean(1)
+        floor = self.norm_eps * energy.sum() + 1e-12
+        return raw, raw / (energy + floor)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self, student: Any, teacher: Any, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its named, detached terms.
+
+        Args:
+            student: Forecast-like, ``prediction`` (B, T_out, C, H, W) and ``features``.
+            teacher: Forecast-like of the same prediction shape (``None`` allowed for
+                ``none``); used detached.
+            target: ground truth, the shape of the student's prediction.
+        """
+        s_pred, s_features = _unpack(student, "student")
+        if not isinstance(target, torch.Tensor) or target.shape != s_pred.shape:
+            shape = tuple(target.shape) if isinstance(target, torch.Tensor) else target
+            raise SdkdError(
+                f"target: expected the shape of the student prediction {tuple(s_pred.shape)}, "
+                f"got {shape}"
+            )
+        gt = F.mse_loss(s_pred, target)
+        terms: dict[str, torch.Tensor] = {"gt": gt.detach()}
+
+        if self.setting == "none":
+            kd = torch.zeros((), dtype=gt.dtype, device=gt.device)
+        else:
+            if teacher is None:
+                raise SdkdError(f"teacher: setting {self.setting!r} needs the teacher's forecast")
+            t_pred, t_features = _unpack(teacher, "teacher")
+            t_pred = t_pred.detach()
+            if t_pred.shape != s_pred.shape:
+                raise SdkdError(
+                    f"teacher.prediction: expected the student's shape {tuple(s_pred.shape)}, "
+                    f"got {tuple(t_pred.shape)}"
+                )
+            if self.setting == "output":
+                kd = F.mse_loss(s_pred, t_pred)
+                terms["kd_out"] = kd.detach()
+            else:
+                p, t = self._aligned_latents(s_features, t_features, s_pred.shape[0])
+                if self.setting == "fitnet":
+                    kd = F.mse_loss(p, t)
+                    terms["kd_latent"] = kd.detach()
+                else:
+                    kd = self._frequency_kd(p, t, s_pred, t_pred, terms)
+
+        total = gt + self.lam * kd
+        terms["kd"] = kd.detach()
+        terms["total"] = total.detach()
+        return total, terms
+
+    def _frequency_kd(
+        self,
+        p: torch.Tensor,
+        t: torch.Tensor,
+        s_pred: torch.Tensor,
+        t_pred: torch.Tensor,
+        terms: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        lat_raw, lat = self._band_terms(p, t, f"the teacher latent features[{self.feature!r}]")
+        h, w = s_pred.shape[-2:]
+        # Every (T_out · C) frame map of every sample is one 2-D field.
+        s_frames = s_pred.reshape(-1, h, w)
+        t_frames = t_pred.reshape(-1, h, w)
+        out_raw, out = self._band_terms(s_frames, t_frames, "the prediction")
+        for b in range(lat_raw.shape[0]):
+            terms[f"kd_latent_b{b}"] = lat_raw[b].detach()
+            terms[f"kd_out_b{b}"] = out_raw[b].detach()
+        weights = self._weights.to(dtype=lat.dtype)
+        return (weights * (lat + self.output_weight * out.to(lat.dtype))).sum()

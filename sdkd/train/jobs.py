@@ -1,0 +1,180 @@
+"""The two training jobs of the pipeline: a teacher per dataset, a student per band setting.
+
+Both run the one engine (:func:`sdkd.train.engine.fit`) on the canonical dataset and
+write the same folder layout::
+
+    out_dir/best.pt        best weights by validation loss, with ``meta``
+    out_dir/last.pt        everything needed to resume (written every epoch)
+    out_dir/history.csv    one row per epoch: loss terms, lr, seconds, peak memory
+    out_dir/config.yaml    the resolved config of the run
+    out_dir/done.json      written last: the run finished
+
+``meta`` records what the weights belong to (dataset, channels, T_in, T_out, grid and
+the model spec), so a teacher from another dataset or shape is refused by
+:func:`sdkd.train.checkpoint.load_checkpoint` before any distillation starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from sdkd.atomic import atomic_path
+from sdkd.data.dataset import ForecastWindows
+from sdkd.distill.settings import band_setting
+from sdkd.errors import SdkdError
+from sdkd.models import build_from_spec, build_model, model_spec
+from sdkd.models.base import ForecastModel
+from sdkd.train.checkpoint import load_checkpoint
+from sdkd.train.engine import TrainConfig, TrainResult, fit
+from sdkd.train.lease import gpu_lease
+
+log = logging.getLogger(__name__)
+
+# Keys of the config's training block that are not the engine's.
+_DATA_KEYS = ("in_memory",)
+
+
+def load_splits(path: str | Path, training: Mapping[str, Any]) -> tuple[ForecastWindows, ...]:
+    """Train and validation windows of a canonical dataset."""
+    return tuple(
+        ForecastWindows(path, split, in_memory=training["in_memory"]) for split in ("train", "val")
+    )
+
+
+def data_meta(name: str, data: ForecastWindows) -> dict[str, Any]:
+    """What a checkpoint must match to be used on this dataset."""
+    channels, height, width = data.frame_shape
+    return {
+        "dataset": name,
+        "channels": channels,
+        "in_steps": data.in_steps,
+        "out_steps": data.out_steps,
+        "grid": [height, width],
+    }
+
+
+def train_config(training: Mapping[str, Any], seed: int) -> TrainConfig:
+    engine_keys = {k: v for k, v in training.items() if k not in _DATA_KEYS}
+    return TrainConfig(seed=seed, **engine_keys)
+
+
+def _write_config(config: Mapping[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+
+
+def _build(name: str, overrides: Mapping[str, Any], meta: Mapping[str, Any]) -> ForecastModel:
+    height, width = meta["grid"]
+    return build_model(
+        name,
+        in_steps=meta["in_steps"],
+        out_steps=meta["out_steps"],
+        channels=meta["channels"],
+        height=height,
+        width=width,
+        **overrides,
+    )
+
+
+def _mse_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    loss = F.mse_loss(model(x).prediction, y)
+    return loss, {"mse": loss.detach()}
+
+
+def _device_lease(choice: str):
+    """A GPU lease on machines with GPUs (unless ``choice`` is ``cpu``), else the CPU."""
+    return gpu_lease(gpus=[]) if choice == "cpu" else gpu_lease()
+
+
+def train_teacher(
+    config: Mapping[str, Any], dataset: str, data_path: str | Path, out_dir: str | Path,
+    *, device: str = "auto",
+) -> TrainResult:
+    """Train ``config['models']['teacher']`` on ``dataset``; files as in the module docstring."""
+    out_dir = Path(out_dir)
+    training = config["training"]["teacher"]
+    train_set, val_set = load_splits(data_path, training)
+    meta = data_meta(dataset, train_set)
+    torch.manual_seed(config["seed"])
+    model = _build(config["models"]["teacher"], config["models"]["teacher_overrides"], meta)
+    meta |= {"role": "teacher", "model": model_spec(model)}
+    _write_config(config, out_dir)
+    with _device_lease(device) as lease:
+        log.info("teacher %s on %s: %d parameters", model.name, lease.device,
+                 model.num_parameters())
+        return fit(model, _mse_loss, train_set, val_set, train_config(training, config["seed"]),
+                   out_dir, device=lease.device, meta=meta)
+
+
+def load_teacher(path: str | Path, expect: Mapping[str, Any]) -> ForecastModel:
+    """The frozen teacher of a ``best.pt``, checked against the dataset's ``expect``."""
+    ckpt = load_checkpoint(path, expect={**expect, "role": "teacher"}, what="teacher checkpoint")
+    teacher = build_from_spec(ckpt["meta"]["model"])
+    teacher.load_state_dict(ckpt["model"])
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def distill_student(
+    config: Mapping[str, Any],
+    dataset: str,
+    data_path: str | Path,
+    teacher_path: str | Path | None,
+    student: str,
+    bands: str,
+    seed: int,
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+) -> TrainResult:
+    """Train ``student`` with band setting ``bands`` from the frozen teacher at ``teacher_path``.
+
+    The ``none`` setting learns from the ground truth alone and needs no teacher
+    (``teacher_path`` may be None); every other setting does. What is optimized is
+    ``{"student", "kd"}``: the student and the loss module (its 1 × 1 latent projection,
+    when the setting has one); the teacher only runs forward, under ``no_grad``, in eval
+    mode. ``best.pt`` is chosen on the validation ground-truth MSE (``gt``).
+    """
+    out_dir = Path(out_dir)
+    training = config["training"]["student"]
+    setting = band_setting(config["distill"], bands)
+    train_set, val_set = load_splits(data_path, training)
+    meta = data_meta(dataset, train_set)
+    teacher = None
+    if setting.setting != "none":
+        if teacher_path is None:
+            raise SdkdError(f"band setting {bands!r} distils from a teacher: give --teacher")
+        teacher = load_teacher(teacher_path, meta)
+    torch.manual_seed(seed)
+    model = _build(student, config["models"]["student_overrides"], meta)
+    kd = setting.loss(student_channels=model.latent_channels,
+                      teacher_channels=teacher.latent_channels if teacher else 1)
+    trainable = nn.ModuleDict({"student": model, "kd": kd})
+    meta |= {"role": "student", "model": model_spec(model), "bands": bands,
+             "setting": setting.setting, "seed": seed,
+             "teacher": str(teacher_path) if teacher else None}
+    _write_config(config, out_dir)
+
+    def loss_fn(modules: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        reference = None
+        if teacher is not None:
+            with torch.no_grad():
+                reference = teacher(x)
+        return modules["kd"](modules["student"](x), reference, y)
+
+    with _device_lease(device) as lease:
+        if teacher is not None:
+            teacher.to(lease.device)
+        log.info("student %s (%s, seed %d) on %s: %d parameters", student, bands, seed,
+                 lease.device, model.num_parameters())
+        return fit(trainable, loss_fn, train_set, val_set, train_config(training, seed), out_dir,
+                   device=lease.device, meta=meta, monitor="gt")

@@ -1,0 +1,293 @@
+"""The training loop: learning, outputs, exact resume, early stop, NaN handling, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from sdkd.errors import SdkdError
+from sdkd.train import TrainConfig, engine, fit, load_checkpoint, save_checkpoint
+from sdkd.train.checkpoint import sub_state_dict
+
+T, C, H, W = 2, 1, 8, 8
+CPU = torch.device("cpu")
+TERMS = ["mse", "mae"]
+COLUMNS = ["epoch", "train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae",
+           "lr", "seconds", "samples_per_s", "peak_memory_mb", "device"]
+
+
+class Tiny(nn.Module):
+    """(B, T, C, H, W) → (B, T, C, H, W): two convolutions over T·C channels, with dropout."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(T * C, width, 3, padding=1), nn.GELU(), nn.Dropout(0.2),
+            nn.Conv2d(width, T * C, 3, padding=1),
+        )
+
+    def forward(self, x):
+        b = x.shape[0]
+        return self.net(x.reshape(b, T * C, H, W)).reshape(b, T, C, H, W)
+
+
+class Pairs(Dataset):
+    """x → a fixed local filter of x, plus a little numpy noise (so numpy's RNG matters too)."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, T, C, H, W, generator=g)
+        self.y = 0.5 * (self.x + self.x.roll(1, dims=-1)).flip(1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        noise = torch.from_numpy(np.random.standard_normal((T, C, H, W)).astype("f4"))
+        return self.x[i] + 0.01 * noise, self.y[i]
+
+
+def mse_loss(model, x, y):
+    pred = model(x)
+    mse = F.mse_loss(pred, y)
+    return mse, {"mse": mse, "mae": (pred - y).abs().mean()}
+
+
+def model(seed: int = 0) -> Tiny:
+    torch.manual_seed(seed)
+    return Tiny()
+
+
+TRAIN, VAL = Pairs(32, 1), Pairs(16, 2)
+META = {"dataset": "toy", "channels": C, "in_steps": T, "out_steps": T, "grid": (H, W)}
+
+
+def config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 4, "batch_size": 8, "lr": 1e-2, **overrides})
+
+
+def read_csv(path):
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_fit_learns_and_writes_its_outputs(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    done_seen = []
+    real_save = engine.save_checkpoint
+
+    def watching(path, payload):
+        done_seen.append((out / "done.json").exists())
+        return real_save(path, payload)
+
+    monkeypatch.setattr(engine, "save_checkpoint", watching)
+    result = fit(model(), mse_loss, TRAIN, VAL, config(epochs=6), out, device=CPU, meta=META)
+
+    assert done_seen and not any(done_seen)  # done.json only after the last checkpoint
+    assert result.epochs_run == 6 and not result.stopped_early
+    rows = read_csv(out / "history.csv")
+    assert list(rows[0]) == COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    val = [float(r["val_loss"]) for r in rows]
+    train = [float(r["train_loss"]) for r in rows]
+    assert val[-1] < 0.5 * val[0] and train[-1] < 0.5 * train[0]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-2)  # warmup ends at epoch 1's last step
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # cosine ends at min_lr
+    assert all(float(r["samples_per_s"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in rows)
+    assert rows[0]["device"].startswith("cpu")
+
+    best = load_checkpoint(out / "best.pt", expect={"dataset": "toy", "grid": [H, W]})
+    assert best["val_loss"] == min(val) == result.best_val
+    assert best["epoch"] == result.best_epoch == 1 + val.index(min(val))
+    Tiny().load_state_dict(best["model"])
+    assert load_checkpoint(out / "last.pt")["epoch"] == 6
+
+    done = json.loads((out / "done.json").read_text())
+    assert done["epochs_run"] == 6 and done["best_epoch"] == result.best_epoch
+    assert done["best_val"] == result.best_val and done["stopped_early"] is False
+    assert done["total_seconds"] > 0
+
+    # A finished run is returned as stored, without training or writing anything.
+    monkeypatch.setattr(engine, "save_checkpoint", lambda *a: pytest.fail("wrote a checkpoint"))
+    again = fit(model(), mse_loss, TRAIN, VAL, config(epochs=6), out, device=CPU, meta=META)
+    assert again.best_val == result.best_val and again.history == result.history
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch):
+    cfg = config()
+    model_a = model()
+    fit(model_a, mse_loss, TRAIN, VAL, cfg, tmp_path / "a", device=CPU, meta=META)
+
+    real_save = engine.save_checkpoint
+
+    def dying(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt" and payload["epoch"] == 2:
+            raise Killed
+
+    monkeypatch.setattr(engine, "save_checkpoint", dying)
+    with pytest.raises(Killed):
+        fit(model(), mse_loss, TRAIN, VAL, cfg, tmp_path / "b", device=CPU, meta=META)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    assert not (tmp_path / "b" / "done.json").exists()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
+
+    # A new process: other global RNG states, another initialisation.
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    model_b = model(seed=7)
+    resumed = fit(model_b, mse_loss, TRAIN, VAL, cfg, tmp_path / "b", device=CPU, meta=META)
+
+    assert resumed.epochs_run == 4
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    rows_a = read_csv(tmp_path / "a" / "history.csv")
+    rows_b = read_csv(tmp_path / "b" / "history.csv")
+    losses = ["train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae", "lr"]
+    assert [[r[k] for k in losses] for r in rows_a] == [[r[k] for k in losses] for r in rows_b]
+
+
+def test_resume_refuses_another_config_or_meta(tmp_path, monkeypatch):
+    real_save = engine.save_checkpoint
+
+    def dying(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt":
+            raise Killed
+
+    monkeypatch.setattr(engine, "save_checkpoint", dying)
+    with pytest.raises(Killed):
+        fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path, device=CPU, meta=META)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    with pytest.raises(SdkdError, match=r"last\.pt.*another train config.*lr"):
+        fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path, device=CPU, meta=META)
+    with pytest.raises(SdkdError, match=r"last\.pt.*other meta.*dataset"):
+        fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path, device=CPU,
+            meta={**META, "dataset": "other"})
+    # resume=False starts over.
+    result = fit(model(), mse_loss, TRAIN, VAL, config(epochs=2), tmp_path, device=CPU,
+                 meta=META, resume=False)
+    assert result.epochs_run == 2
+
+
+def test_early_stopping(tmp_path):
+    val_batches = [0]
+
+    def rising(model, x, y):
+        loss, terms = mse_loss(model, x, y)
+        if not model.training:  # the validation loss gets worse every epoch
+            val_batches[0] += 1
+            loss = loss + val_batches[0]
+        return loss, terms
+
+    result = fit(model(), rising, TRAIN, VAL, config(epochs=10, patience=2), tmp_path,
+                 device=CPU, meta=META)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+    assert len(read_csv(tmp_path / "history.csv")) == 3
+    done = json.loads((tmp_path / "done.json").read_text())
+    assert done["stopped_early"] is True and done["epochs_run"] == 3
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_nonfinite_loss_stops_without_writing_that_epoch(tmp_path):
+    steps = [0]
+
+    def poisoned(model, x, y):
+        loss, terms = mse_loss(model, x, y)
+        if model.training:
+            steps[0] += 1
+            if steps[0] == 4 + 2:  # epoch 2 (4 steps per epoch), step 2
+                terms = {**terms, "mse": terms["mse"] * math.nan}
+                loss = terms["mse"] + 0.0
+        return loss, terms
+
+    with pytest.raises(SdkdError) as info:
+        fit(model(), poisoned, TRAIN, VAL, config(), tmp_path, device=CPU, meta=META)
+    message = str(info.value)
+    assert "non-finite at epoch 2, step 2" in message and "mse=nan" in message
+    assert "mae" not in message  # only the offending terms are named
+    assert f"{tmp_path / 'last.pt'} still holds epoch 1" in message
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 1 and len(last["history"]) == 1
+    best_before = load_checkpoint(tmp_path / "best.pt")
+    assert best_before["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in best_before["model"].values())
+    assert len(read_csv(tmp_path / "history.csv")) == 1
+    assert not (tmp_path / "done.json").exists()
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(SdkdError, match=r"train\.epochs"):
+        TrainConfig(epochs=0, batch_size=4)
+    with pytest.raises(SdkdError, match=r"train\.min_lr"):
+        TrainConfig(epochs=1, batch_size=4, lr=1e-3, min_lr=1e-2)
+
+
+def test_warmup_cosine_schedule():
+    factor = engine.warmup_cosine(10, TrainConfig(epochs=3, batch_size=1, lr=1.0, min_lr=0.1,
+                                                  warmup_epochs=0.5))
+    assert [factor(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert factor(5) == pytest.approx(1.0)
+    assert factor(29) == pytest.approx(0.1)
+    values = [factor(s) for s in range(5, 30)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_load_checkpoint_rejects_bad_files(tmp_path):
+    good = save_checkpoint(tmp_path / "good.pt", {
+        "model": {"w": torch.ones(64, 64)}, "meta": {"dataset": "dr", "grid": [64, 64]},
+    })
+    loaded = load_checkpoint(good, expect={"dataset": "dr", "grid": (64, 64)})
+    assert loaded["meta"]["grid"] == [64, 64]
+
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(SdkdError, match=rf"{missing}: checkpoint not found"):
+        load_checkpoint(missing)
+
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SdkdError, match=rf"{truncated}: corrupt or unreadable checkpoint \("):
+        load_checkpoint(truncated)
+
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(SdkdError, match=rf"{noise}: corrupt or unreadable checkpoint"):
+        load_checkpoint(noise)
+
+    old = tmp_path / "old.pt"
+    torch.save({"format_version": 0, "model": {}}, old)
+    with pytest.raises(SdkdError, match=rf"{old}: checkpoint format version 0, expected 1"):
+        load_checkpoint(old)
+
+    with pytest.raises(SdkdError, match=rf"teacher checkpoint {good} was trained on dataset "
+                                        r"'dr', expected 'ns'"):
+        load_checkpoint(good, expect={"dataset": "ns"}, what="teacher checkpoint")
+    with pytest.raises(SdkdError, match=rf"{good} was trained with grid=\[64, 64\], "
+                                        r"expected \[32, 32\]"):
+        load_checkpoint(good, expect={"dataset": "dr", "grid": (32, 32)})
+    with pytest.raises(SdkdError, match=rf"{good} has no meta key 'channels'"):
+        load_checkpoint(good, expect={"channels": 2})
+
+
+def test_sub_state_dict_extracts_a_submodule():
+    both = nn.ModuleDict({"student": Tiny(), "projection": nn.Linear(2, 2)})
+    student = Tiny()
+    student.load_state_dict(sub_state_dict(both.state_dict(), "student"))
+    assert torch.equal(student.net[0].weight, both["student"].net[0].weight)
+    with pytest.raises(SdkdError, match="teacher"):
+        sub_state_dict(both.state_dict(), "teacher")

@@ -1,0 +1,157 @@
+"""train-teacher and distill end to end on a tiny dataset, and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from helpers import experiment, file_dataset, write_config
+
+from sdkd.config import validate
+from sdkd.data.preprocess import preprocess
+from sdkd.distill.losses import SETTINGS
+from sdkd.train.checkpoint import load_checkpoint, sub_state_dict
+from sdkd.train.jobs import distill_student, load_teacher, train_teacher
+
+ALL_SETTINGS = {
+    "none": {},
+    "low": {"cutoffs": [1.5], "weights": [1.0]},
+    "high": {"cutoffs": [1.5], "weights": [1.0]},
+    "dual": {"cutoffs": [1.5], "weights": [1.0, 0.5]},
+    "multi": {"cutoffs": [1.0, 2.0], "weights": [1.0, 1.0, 1.0]},
+    "output": {},
+    "fitnet": {},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _dataset(tmp_path, name="toy", frames=6, in_steps=2, out_steps=2):
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    waves = np.sin(x[None, None, :, None] + x[None, None, None, :] + rng.normal(size=(8, 1, 1, 1)))
+    data = (waves + 0.1 * np.arange(frames)[None, :, None, None]).astype("f4")  # N T H W
+    raw = tmp_path / f"{name}.raw.h5"
+    with h5py.File(raw, "w") as f:
+        f["u"] = data
+    block = file_dataset(raw, split={"train": 6, "val": 1, "test": 1}, in_steps=in_steps,
+                         out_steps=out_steps)
+    config = validate(experiment({name: block}, distill={"settings": ALL_SETTINGS}))
+    out = preprocess(raw, tmp_path / f"{name}.h5", config["datasets"][name], name=name)
+    return config, out
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("jobs")
+    config, data = _dataset(tmp_path)
+    result = train_teacher(config, "toy", data, tmp_path / "teacher", device="cpu")
+    return config, data, tmp_path / "teacher", result
+
+
+def test_teacher_folder(teacher_run):
+    config, _, out, _ = teacher_run
+    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "history.csv",
+                                               "config.yaml", "done.json"}
+    done = json.loads((out / "done.json").read_text())
+    assert done["epochs_run"] == config["training"]["teacher"]["epochs"]
+    meta = load_checkpoint(out / "best.pt")["meta"]
+    assert meta["dataset"] == "toy" and meta["grid"] == [16, 16] and meta["role"] == "teacher"
+    assert meta["model"]["name"] == "teacher-tiny"
+    teacher = load_teacher(out / "best.pt", {"dataset": "toy"})
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("bands", list(ALL_SETTINGS))
+def test_every_band_setting_trains(teacher_run, tmp_path, bands):
+    config, data, teacher_dir, _ = teacher_run
+    before = load_checkpoint(teacher_dir / "best.pt")["model"]
+    out = tmp_path / bands
+    result = distill_student(config, "toy", data, teacher_dir / "best.pt", "unet-s", bands, 0,
+                             out, device="cpu")
+    assert np.isfinite(result.best_val)
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["meta"]["setting"] == bands and ckpt["meta"]["bands"] == bands
+    student_state = sub_state_dict(ckpt["model"], "student")
+    assert student_state  # the student's weights are extractable
+    header = (out / "history.csv").read_text().splitlines()[0]
+    assert "val_gt" in header
+    if bands in ("dual", "multi", "low", "high"):
+        assert "train_kd_latent_b0" in header
+    after = load_checkpoint(teacher_dir / "best.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # teacher untouched
+    assert bands in SETTINGS
+
+
+def test_none_needs_no_teacher(teacher_run, tmp_path):
+    config, data, _, _ = teacher_run
+    distill_student(config, "toy", data, None, "resnet-s", "none", 1, tmp_path / "n",
+                    device="cpu")
+    assert (tmp_path / "n/done.json").exists()
+
+
+def test_teacher_of_another_dataset_or_shape(teacher_run, tmp_path, sdkd_cli):
+    _, _, teacher_dir, _ = teacher_run
+    config, data = _dataset(tmp_path, name="other")
+    path = write_config(tmp_path, {"other": config["datasets"]["other"]},
+                        distill={"settings": ALL_SETTINGS})
+    status, err = sdkd_cli("distill", "--config", path, "--dataset", "other", "--data", data,
+                           "--teacher", teacher_dir / "best.pt", "--student", "unet-s",
+                           "--bands", "dual", "--out", tmp_path / "s", "--device", "cpu")
+    assert status == 2 and "trained on dataset 'toy', expected 'other'" in err
+    assert not (tmp_path / "s").exists()
+
+    config, data = _dataset(tmp_path / "..", name="toy", in_steps=3, out_steps=2)
+    with pytest.raises(Exception, match="in_steps=2, expected 3"):
+        distill_student(config, "toy", data, teacher_dir / "best.pt", "unet-s", "dual", 0,
+                        tmp_path / "s2", device="cpu")
+
+
+def test_corrupt_teacher_checkpoint(teacher_run, tmp_path, sdkd_cli):
+    config, data, teacher_dir, _ = teacher_run
+    broken = tmp_path / "best.pt"
+    blob = (teacher_dir / "best.pt").read_bytes()
+    broken.write_bytes(blob[: len(blob) // 3])
+    path = write_config(tmp_path, config["datasets"], distill={"settings": ALL_SETTINGS})
+    status, err = sdkd_cli("distill", "--config", path, "--dataset", "toy", "--data", data,
+                           "--teacher", broken, "--student", "unet-s", "--bands", "dual",
+                           "--out", tmp_path / "s", "--device", "cpu")
+    assert status == 2 and str(broken) in err and "corrupt" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--student", "unet-xl", "--bands", "dual"), "unknown size 'xl'"),
+        (("--student", "vit-s", "--bands", "dual"), "unknown model family 'vit'"),
+        (("--student", "unet-s", "--bands", "tri"), "unknown band setting 'tri'"),
+    ],
+)
+def test_unknown_names(teacher_run, tmp_path, sdkd_cli, args, expected):
+    config, data, teacher_dir, _ = teacher_run
+    path = write_config(tmp_path, config["datasets"], distill={"settings": ALL_SETTINGS})
+    status, err = sdkd_cli("distill", "--config", path, "--dataset", "toy", "--data", data,
+                           "--teacher", teacher_dir / "best.pt", *args,
+                           "--out", tmp_path / "s", "--device", "cpu")
+    assert status == 2 and expected in err
+
+
+def test_diverging_training_stops_cleanly(teacher_run, tmp_path, sdkd_cli):
+    config, data, _, _ = teacher_run
+    training = {"teacher": {"epochs": 2, "batch_size": 2, "lr": 1e30, "grad_clip": None,
+                            "warmup_epochs": 0},
+                "student": {"epochs": 1, "batch_size": 2}}
+    path = write_config(tmp_path, config["datasets"], training=training)
+    status, err = sdkd_cli("train-teacher", "--config", path, "--dataset", "toy", "--data", data,
+                           "--out", tmp_path / "t", "--device", "cpu")
+    assert status == 2 and "non-finite" in err
+    assert not (tmp_path / "t/done.json").exists() and not (tmp_path / "t/best.pt").exists()
