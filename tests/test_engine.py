@@ -161,7 +161,8 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch):
     assert [[r[k] for k in losses] for r in rows_a] == [[r[k] for k in losses] for r in rows_b]
 
 
-def test_resume_refuses_another_config_or_meta(tmp_path, monkeypatch):
+def test_another_config_or_meta_starts_over(tmp_path, monkeypatch, caplog):
+    """A pipeline rerun after a parameter change must not continue the old run."""
     real_save = engine.save_checkpoint
 
     def dying(path, payload):
@@ -173,15 +174,20 @@ def test_resume_refuses_another_config_or_meta(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path, device=CPU, meta=META)
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    with pytest.raises(SdkdError, match=r"last\.pt.*another train config.*lr"):
-        fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path, device=CPU, meta=META)
-    with pytest.raises(SdkdError, match=r"last\.pt.*other meta.*dataset"):
-        fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path, device=CPU,
-            meta={**META, "dataset": "other"})
-    # resume=False starts over.
-    result = fit(model(), mse_loss, TRAIN, VAL, config(epochs=2), tmp_path, device=CPU,
-                 meta=META, resume=False)
-    assert result.epochs_run == 2
+    fresh = fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path / "fresh", device=CPU,
+                meta=META)
+    with caplog.at_level("WARNING"):
+        restarted = fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path, device=CPU,
+                        meta=META)
+    assert "another train config" in caplog.text and "lr" in caplog.text
+    assert [r["train_loss"] for r in restarted.history] == [r["train_loss"] for r in fresh.history]
+    # a finished run of other meta is not returned as if it were this one
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        other = fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path, device=CPU,
+                    meta={**META, "dataset": "other"})
+    assert "other meta (differs in dataset)" in caplog.text
+    assert other.epochs_run == restarted.epochs_run
 
 
 def test_early_stopping(tmp_path):

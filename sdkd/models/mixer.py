@@ -33,9 +33,10 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from sdkd.models.base import Forecast, ForecastModel
-from sdkd.models.layers import Mlp, stack_frames, student_width, unstack_frames
+from sdkd.models.base import Forecast
+from sdkd.models.layers import Mlp, stack_frames, unstack_frames
 from sdkd.models.registry import register
+from sdkd.models.student import Student
 
 PATCH = 4
 DEFAULT_GRID = (64, 64)
@@ -57,18 +58,11 @@ class MixerBlock(nn.Module):
 
 
 @register("mixer")
-class Mixer(ForecastModel):
+class Mixer(Student):
     """MLP-Mixer student for one grid (module doc)."""
 
-    SIZES: ClassVar[dict[str, dict[str, Any]]] = {
-        "s": {"latent_channels": 64, "depth": 4},
-        "m": {"latent_channels": 96, "depth": 6},
-        "l": {"latent_channels": 128, "depth": 8},
-    }
     OVERRIDES: ClassVar[dict[str, type]] = {
-        "latent_channels": int,
-        "depth": int,
-        "width_mult": float,
+        **Student.OVERRIDES,
         "mlp_ratio": float,
         "token_mlp_ratio": float,
     }
@@ -79,22 +73,19 @@ class Mixer(ForecastModel):
         in_steps: int,
         out_steps: int,
         channels: int,
-        latent_channels: int,
-        depth: int,
-        width_mult: float = 1.0,
         mlp_ratio: float = 4.0,
         token_mlp_ratio: float = 0.5,
         height: int | None = None,
         width: int | None = None,
+        **sizes: Any,
     ) -> None:
-        super().__init__(in_steps=in_steps, out_steps=out_steps, channels=channels)
+        super().__init__(in_steps=in_steps, out_steps=out_steps, channels=channels, **sizes)
         if height is None or width is None:
             height, width = DEFAULT_GRID
         self.built_grid = (height, width)
         self.check_grid(height, width)
-        d = student_width(latent_channels, width_mult)
+        d, depth = self.latent_channels, self.depth
         tokens = (height // PATCH) * (width // PATCH)
-        self.latent_channels = d
         self.embed = nn.Conv2d(in_steps * channels, d, PATCH, stride=PATCH)
         self.blocks = nn.Sequential(
             *(

@@ -22,53 +22,30 @@ plus the optional grid ``height``/``width`` (only checked; any grid divisible by
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor, nn
 
-from sdkd.models.base import Forecast, ForecastModel
+from sdkd.models.base import Forecast
 from sdkd.models.layers import (
     ConvNormAct,
     ResBlock,
     UpNormAct,
     stack_frames,
-    student_width,
     unstack_frames,
 )
 from sdkd.models.registry import register
+from sdkd.models.student import Student
 
 
 @register("resnet")
-class ResNet(ForecastModel):
+class ResNet(Student):
     """ResNet student (module doc)."""
 
-    SIZES: ClassVar[dict[str, dict[str, Any]]] = {
-        "s": {"latent_channels": 64, "depth": 4},
-        "m": {"latent_channels": 96, "depth": 6},
-        "l": {"latent_channels": 128, "depth": 8},
-    }
-    OVERRIDES: ClassVar[dict[str, type]] = {
-        "latent_channels": int,
-        "depth": int,
-        "width_mult": float,
-    }
-
-    def __init__(
-        self,
-        *,
-        in_steps: int,
-        out_steps: int,
-        channels: int,
-        latent_channels: int,
-        depth: int,
-        width_mult: float = 1.0,
-        height: int | None = None,
-        width: int | None = None,
-    ) -> None:
-        super().__init__(in_steps=in_steps, out_steps=out_steps, channels=channels)
-        d = student_width(latent_channels, width_mult)
+    def __init__(self, *, in_steps: int, out_steps: int, channels: int, **sizes: Any) -> None:
+        super().__init__(in_steps=in_steps, out_steps=out_steps, channels=channels, **sizes)
+        d, depth = self.latent_channels, self.depth
         half, quarter = max(4, d // 2), max(4, d // 4)
-        self.latent_channels = d
         self.stem = nn.Sequential(
             ConvNormAct(in_steps * channels, half, stride=2), ConvNormAct(half, d, stride=2)
         )

@@ -31,20 +31,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from sdkd.models.base import Forecast, ForecastModel
+from sdkd.models.base import Forecast
 from sdkd.models.layers import (
     ConvNormAct,
     ResBlock,
     UpNormAct,
     stack_frames,
-    student_width,
     unstack_frames,
 )
 from sdkd.models.registry import register
+from sdkd.models.student import Student
 
 
 @register("unet")
-class UNet(ForecastModel):
+class UNet(Student):
     """U-Net student (module doc)."""
 
     SIZES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -52,28 +52,11 @@ class UNet(ForecastModel):
         "m": {"latent_channels": 96, "depth": 2},
         "l": {"latent_channels": 128, "depth": 3},
     }
-    OVERRIDES: ClassVar[dict[str, type]] = {
-        "latent_channels": int,
-        "depth": int,
-        "width_mult": float,
-    }
 
-    def __init__(
-        self,
-        *,
-        in_steps: int,
-        out_steps: int,
-        channels: int,
-        latent_channels: int,
-        depth: int,
-        width_mult: float = 1.0,
-        height: int | None = None,
-        width: int | None = None,
-    ) -> None:
-        super().__init__(in_steps=in_steps, out_steps=out_steps, channels=channels)
-        d = student_width(latent_channels, width_mult)
+    def __init__(self, *, in_steps: int, out_steps: int, channels: int, **sizes: Any) -> None:
+        super().__init__(in_steps=in_steps, out_steps=out_steps, channels=channels, **sizes)
+        d, depth = self.latent_channels, self.depth
         c0, c1 = max(4, d // 4), max(4, d // 2)
-        self.latent_channels = d
         self.level0 = nn.Sequential(nn.Conv2d(in_steps * channels, c0, 3, padding=1), ResBlock(c0))
         self.level1 = nn.Sequential(ConvNormAct(c0, c1, stride=2), ResBlock(c1))
         self.bottleneck = nn.Sequential(

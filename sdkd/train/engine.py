@@ -71,7 +71,7 @@ from tqdm.auto import tqdm
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
-from sdkd.train.checkpoint import check_meta, load_checkpoint, plain, save_checkpoint
+from sdkd.train.checkpoint import load_checkpoint, plain, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,10 @@ def fit(
     ``meta`` (JSON-serialisable) describes what is trained (dataset, shapes, model spec,
     config) and is stored in every checkpoint and in ``done.json``. With ``resume=True``
     a finished run (``done.json``) is returned as stored, and an unfinished one
-    continues from ``last.pt``; its config and meta must match. With ``resume=False``
-    training starts over (an old ``done.json`` is removed first, the other files are
-    replaced epoch by epoch).
+    continues from ``last.pt`` — both only when they were written with the same train
+    config and meta; otherwise (a changed parameter) training starts over, with a
+    warning. With ``resume=False`` training always starts over (an old ``done.json`` is
+    removed first, the other files are replaced epoch by epoch).
 
     ``monitor`` names the validation term that picks ``best.pt`` and drives early
     stopping (default: the total loss). A distilled student is selected on ``gt``, its
@@ -197,7 +198,9 @@ def fit(
     done_path, last_path = out_dir / DONE, out_dir / LAST
 
     if resume and done_path.exists():
-        return _finished(done_path, meta)
+        finished = _finished(done_path, config, meta)
+        if finished is not None:
+            return finished
     done_path.unlink(missing_ok=True)
     for name, dataset in (("train_set", train_set), ("val_set", val_set)):
         if len(dataset) == 0:  # type: ignore[arg-type]
@@ -235,9 +238,11 @@ def fit(
     # ---- state: fresh, or restored from last.pt -------------------------------------------
     epoch, best_val, best_epoch, bad_epochs = 0, math.inf, 0, 0
     history: list[dict[str, Any]] = []
-    if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, what="checkpoint")
-        _check_resumable(last_path, ckpt, config, meta)
+    ckpt = load_checkpoint(last_path, what="checkpoint") if resume and last_path.exists() else None
+    if ckpt is not None and (stale := _stale(ckpt, config, meta)):
+        log.warning("%s was written %s; starting over", last_path, stale)
+        ckpt = None
+    if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -485,27 +490,30 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def _check_resumable(path: Path, ckpt: dict, config: dict, meta: dict) -> None:
-    """A run resumes only with the config and meta it was started with."""
-    stored = ckpt.get("config", {})
-    changed = [f"{k}: {stored.get(k)!r} → {v!r}" for k, v in config.items()
-               if k not in _RESUME_FREE and stored.get(k) != v]
+def _stale(stored: Mapping[str, Any], config: dict, meta: dict) -> str | None:
+    """Why a checkpoint or summary cannot continue this run (None when it can).
+
+    A run continues only with the train config and meta it started with; anything else
+    (the pipeline changed a parameter, or another model/dataset took the folder) means
+    the old state describes another experiment, so training starts over.
+    """
+    old_config = stored.get("config", {})
+    changed = [f"{k}: {old_config.get(k)!r} → {v!r}" for k, v in config.items()
+               if k not in _RESUME_FREE and old_config.get(k) != v]
     if changed:
-        raise SdkdError(
-            f"checkpoint {path}: was written with another train config ({'; '.join(changed)}); "
-            "resume with the same settings, or start over with resume=False"
-        )
-    stored_meta = ckpt.get("meta", {})
-    if stored_meta != meta:
-        keys = sorted(k for k in set(stored_meta) | set(meta) if stored_meta.get(k) != meta.get(k))
-        raise SdkdError(
-            f"checkpoint {path}: was written for other meta (differs in {', '.join(keys)}); "
-            "resume with the same data and model, or start over with resume=False"
-        )
+        return f"with another train config ({'; '.join(changed)})"
+    old_meta = stored.get("meta") or {}
+    if old_meta != meta:
+        keys = sorted(k for k in set(old_meta) | set(meta) if old_meta.get(k) != meta.get(k))
+        return f"for other meta (differs in {', '.join(keys)})"
+    return None
 
 
-def _finished(done_path: Path, meta: dict) -> TrainResult:
-    """The result stored in ``done.json`` by a finished run."""
+def _finished(done_path: Path, config: dict, meta: dict) -> TrainResult | None:
+    """The result stored in ``done.json`` by a finished run of this config and meta.
+
+    None when the finished run was another experiment (see :func:`_stale`).
+    """
     try:
         summary = json.loads(done_path.read_text())
         result = TrainResult(
@@ -519,8 +527,9 @@ def _finished(done_path: Path, meta: dict) -> TrainResult:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SdkdError(f"{done_path}: unreadable training summary ({exc}); "
                         "delete it to train again") from None
-    if summary.get("meta") != meta:
-        check_meta(summary.get("meta") or {}, meta, where=f"finished run {done_path}")
+    if stale := _stale(summary, config, meta):
+        log.warning("%s was written %s; starting over", done_path, stale)
+        return None
     log.info("%s: already finished (best val %.4g at epoch %d)",
              done_path.parent, result.best_val, result.best_epoch)
     return result

@@ -1,0 +1,430 @@
+"""Evaluate one trained run (teacher or student) on the test split; write its JSON file.
+
+    from sdkd.evaluate import evaluate_run, read_evaluation
+
+    evaluate_run(config, "navier_stokes", "results/data/navier_stokes.h5",
+                 "results/students/navier_stokes/unet-s/dual/seed-0", "eval.json")
+    evaluation = read_evaluation("eval.json")   # checked against the schema version
+
+The file's layout is the contract of ``docs/evaluation-format.md`` (:data:`SCHEMA_VERSION`).
+The test split is streamed in batches of ``config["evaluate"]["batch_size"]`` windows:
+only running sums are kept (see :mod:`sdkd.evaluate.metrics`), so memory does not grow
+with the test set.
+
+Steps: (1) read the dataset header and compute ``data_range`` = max − min of the test
+split in physical units, one trajectory at a time; (2) load the checkpoint and check its
+``meta`` against the dataset (name, channels, T_in, T_out, grid); (3) predict every test
+window, de-normalise prediction and truth with the train statistics and accumulate every
+metric, the band errors and the spectra; (4) measure the model's cost (parameters,
+FLOPs, latency at batch 1 and throughput at the evaluation batch size, medians of
+:data:`TIMING_REPEATS` runs after :data:`TIMING_WARMUP` warm-up runs, on the evaluation
+device) and read the training cost from the run's ``history.csv`` (nulls when absent);
+(5) write the JSON atomically. Non-finite numbers (PSNR of a perfect forecast, SSIM on
+grids under 11 px) are written as ``null``: the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import sdkd
+from sdkd.atomic import atomic_path
+from sdkd.data.dataset import ForecastWindows
+from sdkd.distill.bands import SpectralBands
+from sdkd.errors import SdkdError
+from sdkd.evaluate.metrics import ForecastMetrics
+from sdkd.evaluate.spectra import SpectrumAccumulator
+from sdkd.models import build_from_spec, count_parameters, flops_per_sample
+from sdkd.models.base import ForecastModel
+from sdkd.train.checkpoint import load_checkpoint, sub_state_dict
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Version of the evaluation file layout; bump it with docs/evaluation-format.md."""
+
+SPLIT = "test"
+DATA_RANGE_DEFINITION = "max − min over the test split, all frames and channels"
+TIMING_WARMUP = 2
+TIMING_REPEATS = 5
+
+# Keys every evaluation file has (nested blocks: their own keys).
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("schema_version", "dataset", "role", "model", "family", "size", "bands", "setting",
+         "seed", "checkpoint", "checkpoint_sha256", "split", "n_windows", "in_steps",
+         "out_steps", "channels", "grid", "dt", "data_range", "data_range_definition",
+         "metrics", "per_lead_time", "band_errors", "spectrum", "sample", "efficiency",
+         "evaluation_seconds", "created_with"),
+    "metrics": ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr"),
+    "per_lead_time": ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr"),
+    "band_errors": ("cutoffs", "mse", "truth_energy"),
+    "spectrum": ("k", "prediction", "truth", "error"),
+    "sample": ("window", "channel", "lead_times", "truth", "prediction"),
+    "efficiency": ("parameters", "flops_per_sample", "inference", "training"),
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def resolve_device(choice: str | torch.device = "auto") -> torch.device:
+    """``auto`` → the current CUDA device if there is one, else the CPU; else as given."""
+    if str(choice) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, TypeError):
+        raise SdkdError(
+            f"device: unknown device {choice!r}; expected auto, cpu or cuda[:N]"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SdkdError(f"device: {choice!r} asked for, but no CUDA device is available")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """Human description of a device, as in the training history: ``cpu (4 threads)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def resolve_checkpoint(run_dir_or_checkpoint: str | os.PathLike[str]) -> Path:
+    """``best.pt`` of a run folder, or the checkpoint file itself."""
+    path = Path(run_dir_or_checkpoint)
+    return path / "best.pt" if path.is_dir() else path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_header(path: str | os.PathLike[str], dataset: str) -> dict[str, Any]:
+    """Attributes of the canonical file that the evaluation records; checks the dataset name."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+    stored = attrs.get("dataset")
+    if stored is not None and str(stored) != dataset:
+        raise SdkdError(f"{path}: holds dataset {str(stored)!r}, expected {dataset!r}")
+    dt = attrs.get("dt")
+    return {"dt": float(dt) if dt is not None else None}
+
+
+def data_range(path: str | os.PathLike[str], split: str = SPLIT) -> float:
+    """max − min of ``/{split}/frames`` (physical units, all frames and channels).
+
+    Reads one trajectory at a time (the file is chunked per trajectory); raises
+    SdkdError naming the file for non-finite values or a constant split.
+    """
+    path = Path(path)
+    lo, hi = math.inf, -math.inf
+    with h5py.File(path, "r") as f:
+        frames = f[f"{split}/frames"]
+        for i in range(frames.shape[0]):
+            block = np.asarray(frames[i])
+            if not np.isfinite(block).all():
+                raise SdkdError(
+                    f"{path}: /{split}/frames trajectory {i} holds NaN or Inf values; "
+                    "expected finite data (re-run sdkd preprocess on a clean file)"
+                )
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    if not hi > lo:
+        raise SdkdError(
+            f"{path}: /{split}/frames is constant (max = min = {hi:g}); SSIM and PSNR need "
+            "a data range > 0"
+        )
+    return hi - lo
+
+
+def load_model(
+    path: Path, expect: Mapping[str, Any]
+) -> tuple[ForecastModel, dict[str, Any], dict[str, Any]]:
+    """(model in eval mode, meta, checkpoint payload) of a teacher or student checkpoint."""
+    ckpt = load_checkpoint(path, expect=expect, what="checkpoint")
+    meta = ckpt.get("meta") or {}
+    role = meta.get("role")
+    if role not in ("teacher", "student"):
+        raise SdkdError(
+            f"checkpoint {path}: meta role is {role!r}, expected 'teacher' or 'student' "
+            "(a best.pt or last.pt of sdkd train-teacher or sdkd distill)"
+        )
+    if "model" not in meta:
+        raise SdkdError(f"checkpoint {path}: meta has no model spec")
+    model = build_from_spec(meta["model"])
+    state = ckpt["model"] if role == "teacher" else sub_state_dict(ckpt["model"], "student")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise SdkdError(
+            f"checkpoint {path}: weights do not fit model {meta['model'].get('name')!r} "
+            f"({detail})"
+        ) from None
+    model.eval().requires_grad_(False)
+    return model, meta, ckpt
+
+
+def training_cost(run_dir: Path) -> dict[str, Any]:
+    """Training device, epochs, seconds, seconds per epoch and peak memory from
+    ``run_dir/history.csv``; every value null when the file is absent or unreadable."""
+    cost: dict[str, Any] = {"device": None, "epochs": None, "seconds": None,
+                            "seconds_per_epoch": None, "peak_memory_mb": None}
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        log.info("no %s: training cost left empty", path)
+        return cost
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        seconds = [float(r["seconds"]) for r in rows]
+        peaks = [float(r["peak_memory_mb"]) for r in rows if r.get("peak_memory_mb")]
+    except (OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
+        log.warning("%s: unreadable training history (%s); training cost left empty", path, exc)
+        return cost
+    if not rows:
+        return cost
+    cost |= {
+        "device": rows[-1].get("device") or None,
+        "epochs": len(rows),
+        "seconds": sum(seconds),
+        "seconds_per_epoch": sum(seconds) / len(rows),
+        "peak_memory_mb": max(peaks) if peaks else None,
+    }
+    return cost
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(model: ForecastModel, x: torch.Tensor, device: torch.device) -> float:
+    times = []
+    with torch.inference_mode():
+        for i in range(TIMING_WARMUP + TIMING_REPEATS):
+            _sync(device)
+            t0 = time.perf_counter()
+            model(x)
+            _sync(device)
+            if i >= TIMING_WARMUP:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def inference_cost(
+    model: ForecastModel, frame_shape: tuple[int, int, int], batch: int, device: torch.device
+) -> dict[str, Any]:
+    """Latency (ms, batch 1) and throughput (samples/s at ``batch``) on ``device``."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (model.in_steps, *frame_shape)
+    one = torch.randn(1, *shape, generator=gen).to(device)
+    many = torch.randn(batch, *shape, generator=gen).to(device)
+    latency = _median_seconds(model, one, device)
+    per_batch = _median_seconds(model, many, device)
+    return {
+        "device": device_name(device),
+        "batch": batch,
+        "latency_ms": latency * 1e3,
+        "samples_per_s": batch / per_batch,
+        "repeats": TIMING_REPEATS,
+    }
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def _field(t: torch.Tensor) -> list[list[float]]:
+    """An (H, W) frame as nested lists, 7 significant digits (float32 precision)."""
+    return [[float(f"{v:.7g}") for v in row] for row in t.detach().cpu().tolist()]
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate_run(
+    config: Mapping[str, Any],
+    dataset: str,
+    data_path: str | os.PathLike[str],
+    run_dir_or_checkpoint: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
+    """Evaluate a run's ``best.pt`` (or the given ``.pt``) on the test split of ``data_path``.
+
+    Writes the evaluation file (docs/evaluation-format.md) atomically to ``out_path`` and
+    returns its content. Raises SdkdError for a missing or unreadable checkpoint, one
+    trained on another dataset or shape, a dataset file that is not canonical, an empty
+    test split, non-finite data or non-finite predictions.
+    """
+    started = time.perf_counter()
+    settings = config["evaluate"]
+    batch_size = int(settings["batch_size"])
+    data_path, out_path = Path(data_path), Path(out_path)
+    ckpt_path = resolve_checkpoint(run_dir_or_checkpoint)
+    device = resolve_device(device)
+
+    if not data_path.is_file():
+        raise SdkdError(f"{data_path}: dataset file not found; run sdkd preprocess")
+    test = ForecastWindows(data_path, SPLIT)
+    if len(test) == 0:
+        raise SdkdError(f"{data_path}: the {SPLIT} split has no windows to evaluate")
+    header = dataset_header(data_path, dataset)
+    channels, height, width = test.frame_shape
+    expect = {"dataset": dataset, "channels": channels, "in_steps": test.in_steps,
+              "out_steps": test.out_steps, "grid": [height, width]}
+    model, meta, ckpt = load_model(ckpt_path, expect)
+    name = meta["model"]["name"]
+    family, size = name.rsplit("-", 1)
+
+    try:
+        SpectralBands(settings["band_cutoffs"]).masks(height, width)
+    except SdkdError as exc:
+        raise SdkdError(f"evaluate.band_cutoffs: {exc}") from None
+    value_range = data_range(data_path)
+    metrics_acc = ForecastMetrics(test.out_steps, value_range, settings["band_cutoffs"])
+    spectra = {key: SpectrumAccumulator() for key in ("prediction", "truth", "error")}
+    log.info("evaluating %s (%s %s) on %d %s windows of %s, device %s", ckpt_path, meta["role"],
+             name, len(test), SPLIT, dataset, device)
+
+    model.to(device)
+    loader = DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=0,
+                        pin_memory=device.type == "cuda")
+    lead_times = sorted({1, test.out_steps})
+    sample: dict[str, Any] | None = None
+    seen = 0
+    with torch.inference_mode():
+        for x, y in tqdm(loader, desc=f"evaluate {name}", unit="batch", leave=False,
+                         disable=None):
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            prediction = model(x).prediction.float()
+            if not torch.isfinite(prediction).all():
+                raise SdkdError(
+                    f"checkpoint {ckpt_path}: the model predicts NaN or Inf on {SPLIT} windows "
+                    f"{seen}–{seen + x.shape[0] - 1}; expected finite forecasts"
+                )
+            prediction = test.denormalize(prediction)
+            truth = test.denormalize(y)
+            metrics_acc.update(prediction, truth)
+            spectra["prediction"].update(prediction)
+            spectra["truth"].update(truth)
+            spectra["error"].update(prediction.double() - truth.double())
+            if sample is None:
+                sample = {
+                    "window": 0, "channel": test.channels[0], "lead_times": lead_times,
+                    "truth": [_field(truth[0, t - 1, 0]) for t in lead_times],
+                    "prediction": [_field(prediction[0, t - 1, 0]) for t in lead_times],
+                }
+            seen += x.shape[0]
+
+    scores = metrics_acc.compute()
+    k, _ = spectra["truth"].compute()
+    spectrum = {"k": k, **{key: acc.compute()[1] for key, acc in spectra.items()}}
+
+    efficiency = {
+        "parameters": count_parameters(model),
+        "flops_per_sample": flops_per_sample(model, height, width),
+        "inference": inference_cost(model, test.frame_shape, batch_size, device),
+        "training": training_cost(ckpt_path.parent),
+    }
+    seed = meta.get("seed")
+    if seed is None:
+        seed = (ckpt.get("config") or {}).get("seed")
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "role": meta["role"],
+        "model": name,
+        "family": family,
+        "size": size,
+        "bands": meta.get("bands") if meta["role"] == "student" else None,
+        "setting": meta.get("setting") if meta["role"] == "student" else None,
+        "seed": seed,
+        "checkpoint": str(ckpt_path),
+        "checkpoint_sha256": sha256_file(ckpt_path),
+        "split": SPLIT,
+        "n_windows": len(test),
+        "in_steps": test.in_steps,
+        "out_steps": test.out_steps,
+        "channels": list(test.channels),
+        "grid": [height, width],
+        "dt": header["dt"],
+        "data_range": value_range,
+        "data_range_definition": DATA_RANGE_DEFINITION,
+        **scores,
+        "spectrum": spectrum,
+        "sample": sample,
+        "efficiency": efficiency,
+        "evaluation_seconds": None,
+        "created_with": f"sdkd {sdkd.__version__}",
+    }
+    result["evaluation_seconds"] = time.perf_counter() - started
+    result = strict_json(result)
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(json.dumps(result, allow_nan=False) + "\n")
+    log.info("%s: mse %.4g, ssim %s, %.1fs → %s", name, result["metrics"]["mse"],
+             result["metrics"]["ssim"], result["evaluation_seconds"], out_path)
+    return result
+
+
+def read_evaluation(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an evaluation file, checking its schema version and that every key is there."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SdkdError(f"{path}: evaluation file not found; run sdkd evaluate") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SdkdError(f"{path}: not a readable evaluation JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise SdkdError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SdkdError(
+            f"{path}: evaluation schema_version {version}, expected {SCHEMA_VERSION}; "
+            "rerun sdkd evaluate"
+        )
+    for block, keys in REQUIRED_KEYS.items():
+        where = data if not block else data.get(block)
+        if block and where is None and block == "band_errors":
+            continue  # absent only when no band cutoffs were asked for
+        if not isinstance(where, dict):
+            raise SdkdError(f"{path}: evaluation file lacks the {block!r} block")
+        missing = [k for k in keys if k not in where]
+        if missing:
+            prefix = f"{block}." if block else ""
+            raise SdkdError(
+                f"{path}: evaluation file lacks key(s) "
+                f"{', '.join(prefix + k for k in missing)}; rerun sdkd evaluate"
+            )
+    return data

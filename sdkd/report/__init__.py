@@ -1,0 +1,10 @@
+"""From evaluation files to the report's tables and figures.
+
+- :mod:`sdkd.report.aggregate`: every expected run's evaluation file → one CSV row
+  (status ``ok``, ``missing`` or ``invalid``) and ``summary.json``, the headline
+  numbers (usable as DVC metrics).
+- :mod:`sdkd.report.figures`: the PNG figures and their ``figures.json`` manifest.
+
+The modules import pandas and matplotlib; import them where they are used, not here,
+so that ``import sdkd.report`` stays cheap for the command line.
+"""

@@ -1,0 +1,465 @@
+"""Collect the evaluation file of every run the config asks for into one table.
+
+Inputs are the JSON files of ``sdkd evaluate`` (docs/evaluation-format.md, schema
+version 1), read here with :mod:`json` only::
+
+    {eval_root}/{dataset}/teacher/{teacher}.json
+    {eval_root}/{dataset}/{student}/{bands}/seed-{seed}.json
+
+Outputs
+=======
+
+``metrics.csv`` (:func:`aggregate`): one row per expected run, in config order (per
+dataset: the teacher, then each student × band setting × seed), whether or not its
+file exists. Columns (:data:`COLUMNS`):
+
+- ``dataset, role, model, family, size, bands, setting, seed``: who the run is.
+  ``role`` is ``teacher`` or ``student``; ``family``/``size`` split the registry name
+  at its last ``-``; ``bands`` is the ``{bands}`` key, ``setting`` its method (they
+  differ for variants such as ``dual_c8``); both are empty for the teacher, whose
+  seed is the config's top-level ``seed``.
+- ``status``: ``ok``; ``missing`` (the file does not exist); ``invalid`` (it exists
+  but cannot be read, is not JSON, has another ``schema_version``, belongs to another
+  run, or lacks a finite ``metrics`` value).
+- ``note``: why a run is missing or invalid; for ``ok`` runs, the efficiency values
+  the file lacked (they are left empty, the run stays ``ok``); otherwise empty.
+- ``mse, mae, rmse, rel_l2, ssim, psnr``: ``metrics`` of the file (test split,
+  physical units, per pixel; see the evaluation format).
+- ``parameters, flops_per_sample``: ``efficiency``; ``latency_ms, samples_per_s``,
+  ``inference_device``: ``efficiency.inference``; ``train_seconds`` (the run's total
+  training time), ``seconds_per_epoch``, ``peak_memory_mb``, ``train_device``:
+  ``efficiency.training``.
+- ``eval_path``: the file that was (or would have been) read.
+
+``summary.json`` (:func:`summarize`, :func:`write_summary`): the headline numbers,
+nested objects of numbers (DVC flattens them to dotted keys for ``dvc metrics``).
+Only runs with status ``ok`` count; a field that cannot be computed is left out
+(never ``null`` or ``NaN``)::
+
+    {
+      "schema_version": 1,
+      "runs": {"expected": int, "ok": int, "missing": int, "invalid": int},
+      "datasets": {
+        "<dataset>": {
+          "teacher": {"mse": float, "mae": float, "ssim": float},
+          "students": {
+            "<student>": {
+              "none":     {<stats>},
+              "best":     {"bands": "<key>", <stats>, <gain>},
+              "settings": {"<key>": {<stats>, <gain>}, ...}
+            }
+          }
+        }
+      }
+    }
+
+- ``teacher``: the teacher's test ``mse``, ``mae``, ``ssim`` (absent if its run is
+  not ``ok``).
+- ``<stats>`` of one band setting of one student, over its ``ok`` seeds:
+  ``mse``, ``mae``, ``ssim``: means over seeds; ``n_seeds``: how many seeds were
+  ``ok``; ``mse_std``, ``mae_std``: the spread, sample standard deviation over seeds
+  (ddof = 1), present only with more than one seed.
+- ``none``: the baseline, the student trained on the ground truth alone: the key
+  ``none``, or else the first key whose method is ``none``.
+- ``settings``: every other key (method ``low``, ``high``, ``dual``, ``multi``,
+  ``output``, ``fitnet``, or a variant) with at least one ``ok`` seed.
+- ``best``: the entry of ``settings`` with the lowest mean MSE; ``bands`` names it.
+- ``<gain>`` (needs ``none``): ``mse_change_pct`` = 100 · (distilled − none) / none
+  on the mean MSEs, negative = better than the plain student (the paper's "MSE
+  −81.3 %"); ``mae_change_pct`` the same on MAE; ``ssim_change`` = distilled − none
+  (positive = better); ``gap_closed`` = (none − distilled) / (none − teacher) on the
+  mean MSEs: the fraction of the plain-student-to-teacher gap the distillation closes
+  (0 = no gain, 1 = as good as the teacher, > 1 better than it, < 0 worse than the
+  plain student); needs the teacher, and is left out if none == teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdkd.atomic import atomic_path
+from sdkd.distill.settings import band_setting
+from sdkd.errors import SdkdError
+
+SCHEMA_VERSION = 1
+
+METRICS = ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr")
+
+# CSV column → where its value lives in the evaluation file.
+EFFICIENCY: dict[str, tuple[str, ...]] = {
+    "parameters": ("efficiency", "parameters"),
+    "flops_per_sample": ("efficiency", "flops_per_sample"),
+    "latency_ms": ("efficiency", "inference", "latency_ms"),
+    "samples_per_s": ("efficiency", "inference", "samples_per_s"),
+    "train_seconds": ("efficiency", "training", "seconds"),
+    "seconds_per_epoch": ("efficiency", "training", "seconds_per_epoch"),
+    "peak_memory_mb": ("efficiency", "training", "peak_memory_mb"),
+}
+DEVICES: dict[str, tuple[str, ...]] = {
+    "inference_device": ("efficiency", "inference", "device"),
+    "train_device": ("efficiency", "training", "device"),
+}
+
+ID_COLUMNS = ("dataset", "role", "model", "family", "size", "bands", "setting", "seed")
+COLUMNS = (*ID_COLUMNS, "status", "note", *METRICS, *EFFICIENCY, *DEVICES, "eval_path")
+STATUSES = ("ok", "missing", "invalid")
+
+
+class InvalidEvaluation(SdkdError):
+    """An evaluation file that exists but cannot be used (the message says why)."""
+
+
+# ---- expected runs ---------------------------------------------------------------------
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(family, size) of a registry name ``family-size``."""
+    family, _, size = name.rpartition("-")
+    return (family, size) if family else (name, "")
+
+
+def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every run the config asks for, in report order.
+
+    Each entry has the identity columns (``dataset, role, model, family, size, bands,
+    setting, seed``; ``bands``/``setting`` are ``None`` for the teacher) plus
+    ``eval_file``, the evaluation file relative to the eval root, and ``run_dir``, the
+    training folder relative to the results root (it holds ``history.csv``).
+    """
+    teacher = config["models"]["teacher"]
+    settings = [band_setting(config["distill"], key) for key in config["distill"]["settings"]]
+    runs: list[dict[str, Any]] = []
+    for dataset in config["datasets"]:
+        family, size = split_name(teacher)
+        runs.append({
+            "dataset": dataset, "role": "teacher", "model": teacher, "family": family,
+            "size": size, "bands": None, "setting": None, "seed": int(config["seed"]),
+            "eval_file": f"{dataset}/teacher/{teacher}.json",
+            "run_dir": f"teachers/{dataset}/{teacher}",
+        })
+        for student in config["models"]["students"]:
+            family, size = split_name(student)
+            for bs in settings:
+                for seed in bs.seeds:
+                    runs.append({
+                        "dataset": dataset, "role": "student", "model": student,
+                        "family": family, "size": size, "bands": bs.key,
+                        "setting": bs.setting, "seed": int(seed),
+                        "eval_file": f"{dataset}/{student}/{bs.key}/seed-{seed}.json",
+                        "run_dir": f"students/{dataset}/{student}/{bs.key}/seed-{seed}",
+                    })
+    return runs
+
+
+def run_label(run: Mapping[str, Any]) -> str:
+    """Short name of a run: ``dataset/teacher-small`` or ``dataset/unet-s/dual/seed-0``."""
+    if run["role"] == "teacher":
+        return f"{run['dataset']}/{run['model']}"
+    return f"{run['dataset']}/{run['model']}/{run['bands']}/seed-{run['seed']}"
+
+
+# ---- reading one evaluation file --------------------------------------------------------
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _dig(doc: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if not isinstance(doc, Mapping) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def load_evaluation(path: str | Path, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read and check one evaluation file.
+
+    Checks: readable JSON object, ``schema_version == 1``, identity as in ``expect``
+    (an :func:`expected_runs` entry: dataset, role, model, and for students the setting,
+    seed and ``bands`` key when the file gives it as a string), and six finite
+    ``metrics``. The other sections are checked where they are used.
+
+    Raises:
+        InvalidEvaluation: naming ``path`` and what is wrong.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidEvaluation(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvaluation(
+            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(doc, dict):
+        raise InvalidEvaluation(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise InvalidEvaluation(
+            f"{path}: schema_version is {version!r}, expected {SCHEMA_VERSION}"
+        )
+    if expect is not None:
+        _check_identity(path, doc, expect)
+    metrics = doc.get("metrics")
+    if not isinstance(metrics, dict):
+        raise InvalidEvaluation(f"{path}: no `metrics` object")
+    for name in METRICS:
+        if not _finite_number(metrics.get(name)):
+            got = "missing" if name not in metrics else f"{metrics[name]!r}"
+            raise InvalidEvaluation(f"{path}: metrics.{name} is {got}, expected a finite number")
+    return doc
+
+
+def _check_identity(path: Path, doc: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
+    keys = ["dataset", "role", "model"]
+    if expect["role"] == "student":
+        keys += ["setting", "seed"]
+        # The format uses "bands" both for the key and for the per-band errors; only a
+        # string is the key.
+        if isinstance(doc.get("bands"), str):
+            keys.append("bands")
+    for key in keys:
+        if doc.get(key) != expect[key]:
+            raise InvalidEvaluation(
+                f"{path}: {key} is {doc.get(key)!r}, expected {expect[key]!r} "
+                "(the file belongs to another run)"
+            )
+
+
+def band_errors(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The per-band error section of an evaluation file, or ``None``.
+
+    docs/evaluation-format.md names both the ``{bands}`` key and this section
+    ``bands``; a JSON object keeps the last one, so the section is whichever object is
+    found under ``bands``, ``band_errors`` or ``per_band``.
+    """
+    for key in ("bands", "band_errors", "per_band"):
+        section = doc.get(key)
+        if isinstance(section, dict):
+            return section
+    return None
+
+
+def _row(run: Mapping[str, Any], eval_root: Path) -> dict[str, Any]:
+    path = eval_root / run["eval_file"]
+    row: dict[str, Any] = {c: run[c] for c in ID_COLUMNS}
+    row |= {"note": "", "eval_path": str(path)}
+    row |= {c: math.nan for c in (*METRICS, *EFFICIENCY)}
+    row |= {c: None for c in DEVICES}
+    if not path.exists():
+        return row | {"status": "missing", "note": f"{path} does not exist"}
+    try:
+        doc = load_evaluation(path, run)
+    except InvalidEvaluation as exc:
+        return row | {"status": "invalid", "note": str(exc)}
+    row["status"] = "ok"
+    row |= {name: float(doc["metrics"][name]) for name in METRICS}
+    lacking = []
+    for column, keys in EFFICIENCY.items():
+        value = _dig(doc, keys)
+        if _finite_number(value):
+            row[column] = float(value)
+        else:
+            lacking.append(".".join(keys))
+    for column, keys in DEVICES.items():
+        value = _dig(doc, keys)
+        if isinstance(value, str):
+            row[column] = value
+        else:
+            lacking.append(".".join(keys))
+    if lacking:
+        row["note"] = "no finite value for " + ", ".join(lacking)
+    return row
+
+
+# ---- the table and the summary ----------------------------------------------------------
+
+
+def collect(config: Mapping[str, Any], eval_root: str | Path) -> pd.DataFrame:
+    """The metrics table (see the module docstring) without writing anything.
+
+    Raises:
+        SdkdError: when none of the expected evaluation files exists.
+    """
+    eval_root = Path(eval_root)
+    runs = expected_runs(config)
+    if not any((eval_root / run["eval_file"]).exists() for run in runs):
+        found = sorted(eval_root.rglob("*.json")) if eval_root.is_dir() else []
+        other = (
+            f" ({len(found)} other .json file(s) there, e.g. {found[0]}, belong to no run "
+            "of this config)" if found else ""
+        )
+        raise SdkdError(
+            f"no evaluation files under {eval_root}{other}: expected {len(runs)}, e.g. "
+            f"{eval_root / runs[0]['eval_file']}; run the pipeline first"
+        )
+    frame = pd.DataFrame([_row(run, eval_root) for run in runs], columns=list(COLUMNS))
+    frame["seed"] = frame["seed"].astype(int)
+    return _none_for_teacher(frame)
+
+
+def _none_for_teacher(frame: pd.DataFrame) -> pd.DataFrame:
+    """``bands``/``setting`` of teacher rows as ``None`` (not NaN), as in expected_runs."""
+    for column in ("bands", "setting"):
+        frame[column] = frame[column].astype(object)
+        frame[column] = frame[column].where(frame[column].notna(), None)
+    return frame
+
+
+def aggregate(
+    config: Mapping[str, Any], eval_root: str | Path, out_csv: str | Path,
+    out_summary: str | Path,
+) -> pd.DataFrame:
+    """Write ``out_csv`` (the metrics table) and ``out_summary`` (summary.json), atomically.
+
+    Returns the table. Raises :class:`SdkdError` when ``eval_root`` holds none of the
+    expected evaluation files (nothing is written then).
+    """
+    frame = collect(config, eval_root)
+    summary = summarize(frame)
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    write_summary(summary, out_summary)
+    return frame
+
+
+def _stats(group: pd.DataFrame) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "mse": float(group["mse"].mean()),
+        "mae": float(group["mae"].mean()),
+        "ssim": float(group["ssim"].mean()),
+        "n_seeds": len(group),
+    }
+    if len(group) > 1:
+        stats["mse_std"] = float(group["mse"].std(ddof=1))
+        stats["mae_std"] = float(group["mae"].std(ddof=1))
+    return stats
+
+
+def gain(distilled: Mapping[str, float], none: Mapping[str, float] | None,
+         teacher: Mapping[str, float] | None) -> dict[str, float]:
+    """``mse_change_pct``, ``mae_change_pct``, ``ssim_change``, ``gap_closed`` (see above)."""
+    out: dict[str, float] = {}
+    if none is None:
+        return out
+    for metric in ("mse", "mae"):
+        if none[metric] != 0:
+            out[f"{metric}_change_pct"] = 100.0 * (distilled[metric] - none[metric]) / none[metric]
+    out["ssim_change"] = distilled["ssim"] - none["ssim"]
+    if teacher is not None and none["mse"] != teacher["mse"]:
+        out["gap_closed"] = (none["mse"] - distilled["mse"]) / (none["mse"] - teacher["mse"])
+    return out
+
+
+def baseline_key(frame: pd.DataFrame) -> str | None:
+    """The ``{bands}`` key of the plain student among the student rows of ``frame``."""
+    students = frame[frame["role"] == "student"]
+    keys = list(dict.fromkeys(students.loc[students["setting"] == "none", "bands"]))
+    if "none" in keys:
+        return "none"
+    return keys[0] if keys else None
+
+
+def best_settings(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(dataset, student) → the distilled ``{bands}`` key with the lowest mean MSE (ok runs)."""
+    ok = frame[(frame["status"] == "ok") & (frame["role"] == "student")
+               & (frame["setting"] != "none")]
+    means = ok.groupby(["dataset", "model", "bands"], sort=False)["mse"].mean()
+    best: dict[tuple[str, str], str] = {}
+    for (dataset, model, bands), value in means.items():
+        current = best.get((dataset, model))
+        if current is None or value < means[(dataset, model, current)]:
+            best[(dataset, model)] = bands
+    return best
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    """The summary.json object of a metrics table (see the module docstring)."""
+    counts = frame["status"].value_counts()
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "runs": {"expected": len(frame), **{s: int(counts.get(s, 0)) for s in STATUSES}},
+        "datasets": {},
+    }
+    none_key = baseline_key(frame)
+    ok = frame[frame["status"] == "ok"]
+    for dataset in dict.fromkeys(frame["dataset"]):
+        rows = ok[ok["dataset"] == dataset]
+        entry: dict[str, Any] = {}
+        teacher_rows = rows[rows["role"] == "teacher"]
+        teacher = None
+        if len(teacher_rows):
+            teacher = {m: float(teacher_rows[m].mean()) for m in ("mse", "mae", "ssim")}
+            entry["teacher"] = teacher
+        students: dict[str, Any] = {}
+        all_students = frame[(frame["dataset"] == dataset) & (frame["role"] == "student")]
+        for model in dict.fromkeys(all_students["model"]):
+            mine = rows[(rows["role"] == "student") & (rows["model"] == model)]
+            block: dict[str, Any] = {}
+            none = None
+            if none_key is not None and (mine["bands"] == none_key).any():
+                none = _stats(mine[mine["bands"] == none_key])
+                block["none"] = none
+            settings: dict[str, Any] = {}
+            for key, group in mine[mine["setting"] != "none"].groupby("bands", sort=False):
+                stats = _stats(group)
+                settings[key] = stats | gain(stats, none, teacher)
+            if settings:
+                best = min(settings, key=lambda k: settings[k]["mse"])
+                block["best"] = {"bands": best, **settings[best]}
+                block["settings"] = settings
+            students[model] = block
+        entry["students"] = students
+        summary["datasets"][dataset] = entry
+    return summary
+
+
+def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:
+    """Write ``summary`` as JSON atomically (no NaN or Infinity: strict JSON)."""
+    text = json.dumps(summary, indent=2, allow_nan=False, default=_plain)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """Read a metrics.csv written by :func:`aggregate` (teacher ``bands`` → ``None``)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={"bands": "object", "setting": "object",
+                                         "note": "object", "inference_device": "object",
+                                         "train_device": "object"})
+    except FileNotFoundError:
+        raise SdkdError(f"{path}: metrics table not found; run `sdkd aggregate` first") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise SdkdError(f"{path}: cannot read the metrics table ({exc})") from None
+    lacking = [c for c in COLUMNS if c not in frame.columns]
+    if lacking:
+        raise SdkdError(
+            f"{path}: not a metrics table of `sdkd aggregate` (no {', '.join(lacking)})"
+        )
+    frame = _none_for_teacher(frame)
+    frame["note"] = frame["note"].astype(object).fillna("")
+    bad = sorted(set(frame["status"]) - set(STATUSES))
+    if bad:
+        raise SdkdError(f"{path}: unknown status {bad[0]!r} (expected {', '.join(STATUSES)})")
+    return frame

@@ -1,0 +1,847 @@
+"""The report's figures: PNG files and a ``figures.json`` manifest.
+
+:func:`make_figures` reads the metrics table of :mod:`sdkd.report.aggregate`, the
+evaluation files (docs/evaluation-format.md) and the training histories, and writes
+into ``out_dir`` (file names depend on the config only, see :func:`figure_files`):
+
+===============================  ===========  ==============================================
+file                             kind         what it shows
+===============================  ===========  ==============================================
+``gain_mse.png``                 gain         % change of test MSE of every band setting vs
+                                              the plain student ``none`` (datasets × students)
+``gain_mae.png``                 gain         the same for MAE
+``lead_time_{dataset}.png``      lead_time    MSE per lead time, teacher and every setting
+``spectrum_{dataset}.png``       spectrum     radially averaged energy spectra (truth,
+                                              teacher, settings) and error spectra, log-log
+``band_error_{dataset}.png``     band_error   MSE per frequency band (grouped bars)
+``samples_{dataset}_{student}``  samples      test window 0: truth, teacher, ``none``, best
+                                              distilled setting and their errors, first and
+                                              last lead time, shared colour scales
+``training_{dataset}.png``       training     training and validation curves (history.csv)
+``cost_{dataset}.png``           cost         MSE vs parameters, FLOPs, latency (log x),
+                                              Pareto front marked
+===============================  ===========  ==============================================
+
+Runs whose status is not ``ok`` (and evaluation sections that are malformed) are left
+out of a figure; a figure with no data at all becomes a small placeholder PNG saying
+which runs are missing, so the set of files is always complete. Each band setting
+keeps one colour in every figure (:func:`setting_palette`). Every file is written
+atomically; the manifest is a JSON list of ``{"file", "dataset", "kind", "title",
+"caption", "placeholder"}`` (``dataset`` is ``null`` for figures over all datasets).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import ticker
+from matplotlib.lines import Line2D
+
+from sdkd.atomic import atomic_path
+from sdkd.report.aggregate import (
+    InvalidEvaluation,
+    band_errors,
+    expected_runs,
+    load_evaluation,
+    read_metrics,
+    run_label,
+)
+
+DPI = 110
+MANIFEST = "figures.json"
+TEACHER_COLOUR = "#000000"
+TRUTH_COLOUR = "#b5b5b5"
+NONE_COLOUR = "#7a7a7a"
+MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">")
+PAPER_HEADLINE = "the paper reports MSE −81.3 %, MAE −52.3 % on Navier–Stokes"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One written figure (``path`` is the PNG; ``file`` its name in ``out_dir``)."""
+
+    path: Path
+    dataset: str | None
+    kind: str
+    title: str
+    caption: str
+    placeholder: bool = False
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"file": self.file, "dataset": self.dataset, "kind": self.kind,
+                "title": self.title, "caption": self.caption, "placeholder": self.placeholder}
+
+
+class _NoData(Exception):
+    """A figure has nothing to draw; the message says what is missing."""
+
+
+# ---- data access ------------------------------------------------------------------------
+
+
+class _Results:
+    """The expected runs with their status, metrics, evaluation files and histories."""
+
+    def __init__(self, config: Mapping[str, Any], table: pd.DataFrame, eval_root: Path,
+                 runs_root: Path) -> None:
+        self.config = config
+        self.eval_root = eval_root
+        self.runs_root = runs_root
+        self.settings = list(config["distill"]["settings"])
+        self.students = list(config["models"]["students"])
+        self.teacher = config["models"]["teacher"]
+        known = {
+            (r.dataset, r.model, r.bands or "", int(r.seed)): r._asdict()
+            for r in table.itertuples(index=False)
+        }
+        rows = []
+        for run in expected_runs(config):
+            row = known.get((run["dataset"], run["model"], run["bands"] or "", run["seed"]))
+            if row is None:
+                row = {"status": "missing", "note": "not in the metrics table"}
+            rows.append({**row, **run})
+        self.frame = pd.DataFrame(rows)
+        self._docs: dict[str, dict[str, Any] | None] = {}
+
+    def runs(self, dataset: str | None = None, role: str | None = None,
+             model: str | None = None) -> pd.DataFrame:
+        frame = self.frame
+        if dataset is not None:
+            frame = frame[frame["dataset"] == dataset]
+        if role is not None:
+            frame = frame[frame["role"] == role]
+        if model is not None:
+            frame = frame[frame["model"] == model]
+        return frame
+
+    def doc(self, run: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The evaluation file of an ``ok`` run, or ``None``."""
+        if run["status"] != "ok":
+            return None
+        key = run["eval_file"]
+        if key not in self._docs:
+            try:
+                self._docs[key] = load_evaluation(self.eval_root / key, run)
+            except InvalidEvaluation:
+                self._docs[key] = None
+        return self._docs[key]
+
+    def docs(self, runs: pd.DataFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(run, document) of the runs in ``runs`` that have a valid file."""
+        out = []
+        for run in runs.to_dict("records"):
+            doc = self.doc(run)
+            if doc is not None:
+                out.append((run, doc))
+        return out
+
+    def best(self, dataset: str, model: str) -> str | None:
+        """The distilled band key with the lowest mean MSE of ``model`` on ``dataset``."""
+        rows = self.runs(dataset, "student", model)
+        rows = rows[(rows["status"] == "ok") & (rows["setting"] != "none")]
+        if rows.empty:
+            return None
+        return str(rows.groupby("bands", sort=False)["mse"].mean().idxmin())
+
+    def none_key(self) -> str | None:
+        keys = [k for k in self.settings
+                if self.config["distill"]["settings"][k].get("setting", k) == "none"]
+        return "none" if "none" in keys else (keys[0] if keys else None)
+
+
+def unavailable(runs: pd.DataFrame, section: str | None = None, limit: int = 8) -> str:
+    """What is missing among ``runs``: 'a (missing), b (invalid), … and N more', and,
+    with ``section``, that the files of the ``ok`` runs lack that section."""
+    bad = runs[runs["status"] != "ok"].to_dict("records")
+    n_ok = len(runs) - len(bad)
+    labels = [f"{run_label(r)} ({r['status']})" for r in bad]
+    if bad and len(bad) == len(runs) and len(bad) > limit:
+        statuses = " or ".join(sorted({r["status"] for r in bad}))
+        text = f"all {len(bad)} runs are {statuses}, e.g. " + ", ".join(labels[:3])
+    elif bad:
+        more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
+        text = ", ".join(labels[:limit]) + more
+    else:
+        text = ""
+    if n_ok and section:
+        lack = f"the evaluation files of the {n_ok} ok run(s) have no usable `{section}` section"
+        text = f"{text}; {lack}" if text else lack
+    return text or "no runs"
+
+
+def _array(value: Any, ndim: int = 1) -> np.ndarray | None:
+    """A finite float array of ``ndim`` dimensions, or ``None``."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if array.ndim != ndim or array.size == 0 or not np.isfinite(array).all():
+        return None
+    return array
+
+
+def _lead_mse(doc: Mapping[str, Any]) -> np.ndarray | None:
+    section = doc.get("per_lead_time")
+    return _array(section.get("mse")) if isinstance(section, dict) else None
+
+
+def _spectrum(doc: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    section = doc.get("spectrum")
+    if not isinstance(section, dict):
+        return None
+    arrays = {key: _array(section.get(key)) for key in ("k", "truth", "prediction", "error")}
+    if any(a is None for a in arrays.values()):
+        return None
+    if len({len(a) for a in arrays.values()}) != 1:
+        return None
+    return arrays  # type: ignore[return-value]
+
+
+def _bands(doc: Mapping[str, Any]) -> tuple[tuple[float, ...], np.ndarray] | None:
+    section = band_errors(doc)
+    if section is None:
+        return None
+    cutoffs, mse = _array(section.get("cutoffs")), _array(section.get("mse"))
+    if cutoffs is None or mse is None or len(mse) != len(cutoffs) + 1:
+        return None
+    return tuple(cutoffs.tolist()), mse
+
+
+def _sample(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    section = doc.get("sample")
+    if not isinstance(section, dict):
+        return None
+    truth, pred = _array(section.get("truth"), 3), _array(section.get("prediction"), 3)
+    leads = section.get("lead_times")
+    if truth is None or pred is None or truth.shape != pred.shape:
+        return None
+    if not isinstance(leads, list) or len(leads) != len(truth):
+        leads = list(range(1, len(truth) + 1))
+    return {"truth": truth, "prediction": pred, "lead_times": leads,
+            "channel": section.get("channel")}
+
+
+def _history(path: Path) -> pd.DataFrame | None:
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    if "epoch" not in frame.columns or frame.empty:
+        return None
+    return frame
+
+
+# ---- style ------------------------------------------------------------------------------
+
+
+def setting_palette(config: Mapping[str, Any]) -> dict[str, Any]:
+    """One colour per band key (the plain student grey), the teacher black, truth light grey."""
+    settings = config["distill"]["settings"]
+    keys = list(settings)
+    plain = [k for k in keys if settings[k].get("setting", k) == "none"]
+    baseline = "none" if "none" in plain else (plain[0] if plain else None)
+    base = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]
+    if len(keys) > len(base):
+        base += sns.color_palette("husl", len(keys) - len(base))
+    colours = iter(base)
+    palette: dict[str, Any] = {k: NONE_COLOUR if k == baseline else next(colours) for k in keys}
+    palette["teacher"] = TEACHER_COLOUR
+    palette["truth"] = TRUTH_COLOUR
+    return palette
+
+
+def _style() -> dict[str, Any]:
+    return {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=1.15)}
+
+
+def _log(ax: plt.Axes, axis: str = "x") -> None:
+    """Log scale; under two decades, plain-number labels at 1, 2, 5 × 10^n."""
+    getattr(ax, f"set_{axis}scale")("log")
+    low, high = getattr(ax, f"get_{axis}lim")()
+    if low > 0 and high / low < 100:
+        target = getattr(ax, f"{axis}axis")
+        target.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        target.set_minor_formatter(ticker.NullFormatter())
+
+
+def _no_data(ax: plt.Axes, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _placeholder(title: str, reason: str) -> plt.Figure:
+    fig = plt.figure(figsize=(6.4, 2.4))
+    body = textwrap.fill(f"no data: {reason}", 90)
+    fig.text(0.5, 0.8, title, ha="center", va="center", fontsize=12, weight="bold")
+    fig.text(0.5, 0.42, body, ha="center", va="center", fontsize=8.5, color="0.25")
+    return fig
+
+
+# ---- the figures ------------------------------------------------------------------------
+
+Builder = Callable[[_Results, Mapping[str, Any]], tuple[plt.Figure, str]]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    file: str
+    dataset: str | None
+    kind: str
+    title: str
+    build: Builder
+    args: tuple[Any, ...] = ()
+
+
+def _gain(metric: str) -> Builder:
+    label = metric.upper()
+
+    def build(res: _Results, palette: Mapping[str, Any]) -> tuple[plt.Figure, str]:
+        none_key = res.none_key()
+        datasets = list(res.config["datasets"])
+        students = res.students
+        if none_key is None:
+            raise _NoData("the config has no plain-student (`none`) setting to compare with")
+        fig, axes = plt.subplots(len(datasets), len(students), squeeze=False,
+                                 figsize=(1.0 + 3.6 * len(students), 0.6 + 2.8 * len(datasets)),
+                                 layout="constrained", sharey="row")
+        drawn, headline = 0, []
+        for i, dataset in enumerate(datasets):
+            for j, model in enumerate(students):
+                ax = axes[i, j]
+                ax.set_title(f"{dataset} · {model}")
+                rows = res.runs(dataset, "student", model)
+                rows = rows[rows["status"] == "ok"]
+                base = rows.loc[rows["bands"] == none_key, metric].mean()
+                if rows.empty or not np.isfinite(base) or base == 0:
+                    _no_data(ax, f"no `{none_key}` run" if not rows.empty else "no data")
+                    continue
+                data = rows.assign(change=100 * (rows[metric] - base) / base)
+                order = [k for k in res.settings if k in set(data["bands"])]
+                sns.barplot(data=data, x="bands", y="change", hue="bands", order=order,
+                            hue_order=order, palette=palette, errorbar="sd", capsize=0.25,
+                            err_kws={"linewidth": 1.0}, legend=False, ax=ax)
+                means = data.groupby("bands")["change"].mean()
+                ax.set_xticks(range(len(order)), [
+                    key if key == none_key else f"{key}\n{means[key]:+.1f}%" for key in order
+                ])
+                ax.axhline(0, color="0.2", lw=0.8)
+                ax.set_xlabel("")
+                ax.set_ylabel(f"{label} change vs {none_key} (%)" if j == 0 else "")
+                ax.tick_params(axis="x", labelsize=8)
+                drawn += 1
+                distilled = means.drop(none_key, errors="ignore")
+                if not distilled.empty:
+                    best = distilled.idxmin()
+                    headline.append(f"{dataset} {model} {best} {distilled[best]:+.1f} %")
+        if not drawn:
+            plt.close(fig)
+            raise _NoData(unavailable(res.runs(role="student")))
+        fig.suptitle(f"Test {label} of each band setting relative to the plain student")
+        caption = (
+            f"Change of the test {label} (physical units, per pixel) of each band setting "
+            f"and KD baseline relative to the plain student `{none_key}` of the same model "
+            f"and dataset: 100·({label}_setting − {label}_{none_key}) / {label}_{none_key}, "
+            "bar = mean over seeds, error bar = ± one standard deviation over seeds (in % of "
+            f"the `{none_key}` mean; the `{none_key}` bar shows the baseline's own seed "
+            "spread around 0). Below zero means distillation helps. Rows: datasets, "
+            f"columns: students. Best setting here: {'; '.join(headline) or 'n/a'} "
+            f"({PAPER_HEADLINE})."
+        )
+        return fig, caption
+
+    return build
+
+
+def _lead_time(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
+    teacher = [(r, m) for r, d in res.docs(res.runs(dataset, "teacher"))
+               if (m := _lead_mse(d)) is not None]
+    fig, axes = plt.subplots(1, len(res.students), squeeze=False, sharey=True,
+                             figsize=(1.0 + 4.0 * len(res.students), 3.4), layout="constrained")
+    drawn = bool(teacher)
+    for j, model in enumerate(res.students):
+        ax = axes[0, j]
+        ax.set_title(f"{dataset} · {model}")
+        for _, mse in teacher:
+            ax.plot(np.arange(1, len(mse) + 1), mse, color=palette["teacher"], ls="--",
+                    marker=".", lw=1.6, label=res.teacher)
+        for key in res.settings:
+            curves = [m for _, d in res.docs(_key_rows(res, dataset, model, key))
+                      if (m := _lead_mse(d)) is not None]
+            curves = [c for c in curves if len(c) == len(curves[0])] if curves else []
+            if not curves:
+                continue
+            stack = np.stack(curves)
+            x = np.arange(1, stack.shape[1] + 1)
+            ax.plot(x, stack.mean(0), color=palette[key], marker=".", lw=1.4, label=key)
+            if len(stack) > 1:
+                ax.fill_between(x, stack.min(0), stack.max(0), color=palette[key], alpha=0.2,
+                                lw=0)
+            drawn = True
+        ax.set_xlabel("lead time (frames ahead)")
+        ax.set_ylabel("test MSE" if j == 0 else "")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend(fontsize=7, ncols=2)
+        else:
+            _no_data(ax)
+    if not drawn:
+        plt.close(fig)
+        raise _NoData(unavailable(res.runs(dataset), "per_lead_time"))
+    fig.suptitle(f"{dataset}: error per lead time")
+    caption = (
+        f"Test MSE (physical units, per pixel) at each lead time on {dataset}: the "
+        f"teacher {res.teacher} (black, dashed) and each band setting of every student "
+        "(one panel per student; line = mean over seeds, shaded = min–max over seeds). "
+        "Error normally grows with lead time; a setting that stays below `none` at every "
+        "lead time gains over the whole forecast, not only on its first frames."
+    )
+    return fig, caption
+
+
+def _key_rows(res: _Results, dataset: str, model: str, key: str) -> pd.DataFrame:
+    rows = res.runs(dataset, "student", model)
+    return rows[rows["bands"] == key]
+
+
+def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = (x > 0) & (y > 0)
+    return x[keep], y[keep]
+
+
+def _spectrum_figure(res: _Results, palette: Mapping[str, Any],
+                     dataset: str) -> tuple[plt.Figure, str]:
+    fig, axes = plt.subplots(2, len(res.students), squeeze=False, sharex=True, sharey="row",
+                             figsize=(1.0 + 4.0 * len(res.students), 6.0), layout="constrained")
+    teacher = [s for _, d in res.docs(res.runs(dataset, "teacher"))
+               if (s := _spectrum(d)) is not None]
+    drawn = bool(teacher)
+    for j, model in enumerate(res.students):
+        top, bottom = axes[0, j], axes[1, j]
+        top.set_title(f"{dataset} · {model}")
+        series: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
+        if teacher:
+            series.append((res.teacher, teacher[0], {"color": palette["teacher"], "ls": "--"}))
+        for key in res.settings:
+            specs = [s for _, d in res.docs(_key_rows(res, dataset, model, key))
+                     if (s := _spectrum(d)) is not None]
+            specs = [s for s in specs if len(s["k"]) == len(specs[0]["k"])] if specs else []
+            if specs:
+                mean = {name: np.mean([s[name] for s in specs], axis=0) for name in specs[0]}
+                series.append((key, mean, {"color": palette[key]}))
+        if not series:
+            _no_data(top)
+            _no_data(bottom)
+            continue
+        drawn = True
+        truth = series[0][1]
+        top.plot(*_positive(truth["k"], truth["truth"]), color=palette["truth"], lw=4,
+                 label="truth", zorder=1)
+        for name, spec, style in series:
+            top.plot(*_positive(spec["k"], spec["prediction"]), lw=1.3, label=name, **style)
+            bottom.plot(*_positive(spec["k"], spec["error"]), lw=1.3, label=name, **style)
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            _log(ax, "y")
+        top.set_ylabel("energy E(|k|)" if j == 0 else "")
+        bottom.set_ylabel("error energy" if j == 0 else "")
+        bottom.set_xlabel("|k| (cycles per domain)")
+        top.legend(fontsize=7, ncols=2)
+    if not drawn:
+        plt.close(fig)
+        raise _NoData(unavailable(res.runs(dataset), "spectrum"))
+    fig.suptitle(f"{dataset}: radially averaged energy spectra")
+    caption = (
+        f"Radially averaged energy spectra on {dataset} (test split, log-log, shells of "
+        "width 1 in |k|, cycles per domain). Top: the truth (thick grey) and the "
+        f"predictions of the teacher {res.teacher} (black, dashed) and of each band setting "
+        "(mean over seeds), one panel per student; a prediction falling below the truth at "
+        "high |k| is over-smoothed. Bottom: the spectrum of the error (prediction − truth); "
+        "where it is high is the frequency range a model gets wrong."
+    )
+    return fig, caption
+
+
+def _band_labels(cutoffs: Sequence[float]) -> list[str]:
+    edges = [f"{c:g}" for c in cutoffs]
+    labels = [f"|k| < {edges[0]}"]
+    labels += [f"{a}–{b}" for a, b in itertools.pairwise(edges)]
+    labels.append(f"|k| ≥ {edges[-1]}")
+    return labels
+
+
+def _band_figure(res: _Results, palette: Mapping[str, Any],
+                 dataset: str) -> tuple[plt.Figure, str]:
+    records, cutoffs = [], None
+    for run, doc in res.docs(res.runs(dataset)):
+        bands = _bands(doc)
+        if bands is None:
+            continue
+        if cutoffs is None:
+            cutoffs = bands[0]
+        if bands[0] != cutoffs:
+            continue
+        series = res.teacher if run["role"] == "teacher" else run["bands"]
+        models = res.students if run["role"] == "teacher" else [run["model"]]
+        labels = _band_labels(cutoffs)
+        for model in models:
+            records += [{"model": model, "series": series, "seed": run["seed"], "band": b,
+                         "mse": v} for b, v in zip(labels, bands[1], strict=True)]
+    if not records:
+        raise _NoData(unavailable(res.runs(dataset), "bands"))
+    data = pd.DataFrame(records)
+    hue_order = [h for h in [res.teacher, *res.settings] if h in set(data["series"])]
+    palette = {**palette, res.teacher: palette["teacher"]}
+    fig, axes = plt.subplots(1, len(res.students), squeeze=False, sharey=True,
+                             figsize=(1.5 + 4.2 * len(res.students), 3.6), layout="constrained")
+    for j, model in enumerate(res.students):
+        ax = axes[0, j]
+        ax.set_title(f"{dataset} · {model}")
+        sub = data[data["model"] == model]
+        if sub.empty:
+            _no_data(ax)
+            continue
+        sns.barplot(data=sub, x="band", y="mse", hue="series", hue_order=hue_order,
+                    order=_band_labels(cutoffs), palette=palette, errorbar="sd",
+                    err_kws={"linewidth": 0.8}, ax=ax, legend=j == len(res.students) - 1)
+        _log(ax, "y")
+        ax.set_xlabel("frequency band (cycles per domain)")
+        ax.set_ylabel("test MSE in band" if j == 0 else "")
+    legend_ax = axes[0, -1]
+    if legend_ax.get_legend() is not None:
+        sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1), title=None,
+                        fontsize=7.5)
+    fig.suptitle(f"{dataset}: error per frequency band")
+    caption = (
+        f"Test MSE of {dataset} split into radial frequency bands (cutoffs "
+        f"{', '.join(f'{c:g}' for c in cutoffs)} cycles per domain, the report's band "
+        "cutoffs; the bands of a model sum to its total MSE), log scale, one panel per "
+        f"student with the teacher {res.teacher} repeated in each; bar = mean over seeds, "
+        "error bar = ± one standard deviation. Compare a setting with `none` band by band "
+        "to see where in frequency distillation removes error (`low` should help the "
+        "first band, `high` the last, `dual` both)."
+    )
+    return fig, caption
+
+
+def _first_doc(res: _Results, rows: pd.DataFrame) -> tuple[dict[str, Any], dict] | None:
+    for run, doc in res.docs(rows.sort_values("seed")):
+        sample = _sample(doc)
+        if sample is not None:
+            return run, sample
+    return None
+
+
+def _samples(res: _Results, palette: Mapping[str, Any], dataset: str,
+             model: str) -> tuple[plt.Figure, str]:
+    none_key, best = res.none_key(), res.best(dataset, model)
+    candidates = [("teacher", res.runs(dataset, "teacher"))]
+    if none_key is not None:
+        candidates.append((none_key, _key_rows(res, dataset, model, none_key)))
+    if best is not None:
+        candidates.append((best, _key_rows(res, dataset, model, best)))
+    rows = []
+    for key, runs in candidates:
+        found = _first_doc(res, runs)
+        if found is not None:
+            run, sample = found
+            name = res.teacher if key == "teacher" else f"{model} · {key}"
+            rows.append((f"{name}\n(seed {run['seed']})", sample))
+    if not rows:
+        wanted = pd.concat([r for _, r in candidates])
+        raise _NoData(unavailable(wanted, "sample"))
+    shape = rows[0][1]["truth"].shape
+    rows = [r for r in rows if r[1]["truth"].shape == shape]
+    truth, leads = rows[0][1]["truth"], rows[0][1]["lead_times"]
+    first, last = 0, len(truth) - 1
+    fields = [truth[[first, last]]] + [s["prediction"][[first, last]] for _, s in rows]
+    vmin = min(float(f.min()) for f in fields)
+    vmax = max(float(f.max()) for f in fields)
+    errors = [s["prediction"][[first, last]] - truth[[first, last]] for _, s in rows]
+    emax = max(float(np.abs(e).max()) for e in errors) or 1.0
+
+    nrows = len(rows) + 1
+    fig, axes = plt.subplots(nrows, 4, squeeze=False, figsize=(10.0, 2.2 * nrows + 0.6),
+                             layout="constrained")
+    titles = [f"field, t+{leads[first]}", f"field, t+{leads[last]}",
+              f"error, t+{leads[first]}", f"error, t+{leads[last]}"]
+    labels = ["truth", *[name for name, _ in rows]]
+    field_image = error_image = None
+    for i in range(nrows):
+        for c in range(4):
+            ax = axes[i, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if i == 0:
+                ax.set_title(titles[c], fontsize=9)
+            if i == 0 and c >= 2:
+                ax.axis("off")
+                continue
+            if c < 2:
+                frame = fields[i][c]
+                field_image = ax.imshow(frame, cmap="viridis", vmin=vmin, vmax=vmax,
+                                        origin="lower", interpolation="nearest")
+            else:
+                frame = errors[i - 1][c - 2]
+                error_image = ax.imshow(frame, cmap="RdBu_r", vmin=-emax, vmax=emax,
+                                        origin="lower", interpolation="nearest")
+                ax.text(0.02, 0.03, f"rmse {np.sqrt(np.mean(frame**2)):.3g}", fontsize=7,
+                        transform=ax.transAxes, color="0.1",
+                        bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
+        axes[i, 0].set_ylabel(labels[i], fontsize=8.5)
+    channel = rows[0][1]["channel"] or "channel 0"
+    fig.colorbar(field_image, ax=axes[:, :2], shrink=0.6, label=f"{channel} (physical units)")
+    if error_image is not None:
+        fig.colorbar(error_image, ax=axes[:, 2:], shrink=0.6, label="prediction − truth")
+    fig.suptitle(f"{dataset}: sample forecast, {model}")
+    caption = (
+        f"Test window 0 of {dataset} ({channel}) at the first and last lead time "
+        f"(t+{leads[first]}, t+{leads[last]}): the ground truth, the teacher {res.teacher}, "
+        f"the plain student {model} · {none_key} and its best distilled setting "
+        f"({best or 'n/a'}, lowest mean test MSE), with their error maps (prediction − "
+        "truth). All fields share one colour scale and all error maps one symmetric scale, "
+        "so colours compare across rows; the rmse of each error map is printed in its "
+        "corner. Rows of runs that are missing are left out."
+    )
+    return fig, caption
+
+
+def _curve_columns(frame: pd.DataFrame, role: str) -> tuple[str, str]:
+    term = "mse" if role == "teacher" else "gt"
+    if f"val_{term}" in frame.columns and f"train_{term}" in frame.columns:
+        return f"train_{term}", f"val_{term}"
+    return "train_loss", "val_loss"
+
+
+def _training(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
+    panels = [("teacher", res.runs(dataset, "teacher"))]
+    panels += [(model, res.runs(dataset, "student", model)) for model in res.students]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(1.0 + 3.6 * len(panels), 3.5), layout="constrained")
+    missing, drawn = [], False
+    for j, (name, runs) in enumerate(panels):
+        ax = axes[0, j]
+        ax.set_title(f"{dataset} · {res.teacher if name == 'teacher' else name}")
+        labelled: set[str] = set()
+        for run in runs.to_dict("records"):
+            path = res.runs_root / run["run_dir"] / "history.csv"
+            history = _history(path)
+            if history is None:
+                missing.append(run_label(run))
+                continue
+            train_col, val_col = _curve_columns(history, run["role"])
+            if val_col not in history.columns:
+                missing.append(run_label(run))
+                continue
+            key = "teacher" if run["role"] == "teacher" else run["bands"]
+            label = None if key in labelled else (res.teacher if key == "teacher" else key)
+            labelled.add(key)
+            colour = palette[key]
+            ax.plot(history["epoch"], history[val_col], color=colour, lw=1.4, label=label)
+            if train_col in history.columns:
+                ax.plot(history["epoch"], history[train_col], color=colour, lw=0.9, ls=":")
+            drawn = True
+        if not labelled:
+            _no_data(ax)
+            continue
+        _log(ax, "y")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("MSE (normalised units)" if j == 0 else "")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="0.3", lw=1.4), Line2D([], [], color="0.3", ls=":")]
+        labels += ["validation", "training"]
+        ax.legend(handles, labels, fontsize=7, ncols=2)
+    if not drawn:
+        plt.close(fig)
+        raise _NoData(f"history.csv missing or unreadable for all {len(missing)} runs, e.g. "
+                      + ", ".join(missing[:3]))
+    fig.suptitle(f"{dataset}: training curves")
+    lacking = f" No history for: {', '.join(missing[:6])}." if missing else ""
+    caption = (
+        f"Training (dotted) and validation (solid) curves on {dataset} from each run's "
+        "history.csv, log scale: the teacher's MSE loss, and for the students the "
+        "ground-truth term `gt` only (the distillation term is left out so that settings "
+        "compare); one line per seed, colour = band setting. Losses are on normalised "
+        "data, so they do not equal the physical-unit test metrics. A validation curve "
+        "still falling at the last epoch means more epochs would help; one rising while "
+        f"training falls means overfitting.{lacking}"
+    )
+    return fig, caption
+
+
+def pareto_front(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (lower cost and lower error are better), by cost."""
+    order = np.lexsort((error, cost))
+    front, best = [], math.inf
+    for i in order:
+        if error[i] < best:
+            front.append(i)
+            best = error[i]
+    return np.asarray(front, dtype=int)
+
+
+COSTS = (("parameters", "parameters"), ("flops_per_sample", "FLOPs per sample"),
+         ("latency_ms", "inference latency (ms)"))
+
+
+def _cost(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
+    rows = res.runs(dataset)
+    rows = rows[rows["status"] == "ok"].copy()
+    if rows.empty:
+        raise _NoData(unavailable(res.runs(dataset)))
+    rows["key"] = rows["bands"].where(rows["role"] == "student", "teacher")
+    points = (rows.groupby(["model", "key"], sort=False)
+              [["mse", *[c for c, _ in COSTS]]].mean().reset_index())
+    markers = {m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(res.students)}
+    markers[res.teacher] = "*"
+    fig, axes = plt.subplots(1, len(COSTS), squeeze=False, sharey=True, figsize=(12.5, 3.8),
+                             layout="constrained")
+    drawn = 0
+    for j, (column, label) in enumerate(COSTS):
+        ax = axes[0, j]
+        data = points[np.isfinite(points[column]) & (points[column] > 0)]
+        if data.empty:
+            _no_data(ax, f"no {label}")
+            continue
+        drawn += 1
+        front = pareto_front(data[column].to_numpy(), data["mse"].to_numpy())
+        fx, fy = data[column].to_numpy()[front], data["mse"].to_numpy()[front]
+        ax.plot(fx, fy, color="0.35", lw=1.0, ls="--", drawstyle="steps-post", zorder=1)
+        for k, point in enumerate(data.itertuples(index=False)):
+            on_front = k in set(front.tolist())
+            ax.scatter(getattr(point, column), point.mse, color=palette[point.key],
+                       marker=markers.get(point.model, "o"), s=90 if on_front else 40,
+                       edgecolor="black" if on_front else "none", linewidth=1.2, zorder=2)
+        _log(ax, "x")
+        _log(ax, "y")
+        ax.set_xlabel(f"{label} (log)")
+        ax.set_ylabel("test MSE" if j == 0 else "")
+    if not drawn:
+        plt.close(fig)
+        raise _NoData(unavailable(res.runs(dataset), "efficiency"))
+    keys = [k for k in ["teacher", *res.settings] if k in set(points["key"])]
+    handles = [Line2D([], [], ls="", marker="*" if k == "teacher" else "o", color=palette[k],
+                      label=res.teacher if k == "teacher" else k) for k in keys]
+    handles += [Line2D([], [], ls="", marker=markers[m], color="0.4", label=m)
+                for m in res.students if m in set(points["model"])]
+    handles.append(Line2D([], [], ls="--", color="0.35", marker="o", markerfacecolor="none",
+                          markeredgecolor="black", label="Pareto front"))
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    fig.suptitle(f"{dataset}: accuracy vs cost")
+    devices = sorted({d for d in rows["inference_device"].dropna()})
+    caption = (
+        f"Test MSE on {dataset} against three costs (log-log): parameters, forward FLOPs "
+        "per sample and inference latency"
+        f"{' (measured on ' + ', '.join(devices) + ')' if devices else ''}. One point per "
+        "model and band setting (mean over seeds); colour = band setting (teacher black), "
+        "marker = model. Points with a black edge, joined by the dashed staircase, form "
+        "the Pareto front: no other point is both cheaper and more accurate. Distillation "
+        "moves a student down (same cost, lower error); it reaches the front when it beats "
+        "every bigger model it is cheaper than."
+    )
+    return fig, caption
+
+
+def _specs(config: Mapping[str, Any]) -> list[_Spec]:
+    specs = [
+        _Spec("gain_mse.png", None, "gain", "MSE change vs the plain student", _gain("mse")),
+        _Spec("gain_mae.png", None, "gain", "MAE change vs the plain student", _gain("mae")),
+    ]
+    for dataset in config["datasets"]:
+        specs += [
+            _Spec(f"lead_time_{dataset}.png", dataset, "lead_time",
+                  f"{dataset}: error per lead time", _lead_time, (dataset,)),
+            _Spec(f"spectrum_{dataset}.png", dataset, "spectrum",
+                  f"{dataset}: energy spectra", _spectrum_figure, (dataset,)),
+            _Spec(f"band_error_{dataset}.png", dataset, "band_error",
+                  f"{dataset}: error per frequency band", _band_figure, (dataset,)),
+        ]
+        specs += [
+            _Spec(f"samples_{dataset}_{model}.png", dataset, "samples",
+                  f"{dataset}: sample forecast, {model}", _samples, (dataset, model))
+            for model in config["models"]["students"]
+        ]
+        specs += [
+            _Spec(f"training_{dataset}.png", dataset, "training",
+                  f"{dataset}: training curves", _training, (dataset,)),
+            _Spec(f"cost_{dataset}.png", dataset, "cost",
+                  f"{dataset}: accuracy vs cost", _cost, (dataset,)),
+        ]
+    return specs
+
+
+def figure_files(config: Mapping[str, Any]) -> list[str]:
+    """Names of the PNGs :func:`make_figures` writes (fixed by the config), then the manifest."""
+    return [spec.file for spec in _specs(config)] + [MANIFEST]
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+
+
+def make_figures(
+    config: Mapping[str, Any], metrics_csv: str | Path, eval_root: str | Path,
+    runs_root: str | Path, out_dir: str | Path,
+) -> list[Figure]:
+    """Write every figure of :func:`figure_files` and the manifest into ``out_dir``.
+
+    ``metrics_csv`` is the table of :func:`sdkd.report.aggregate.aggregate`; ``eval_root``
+    holds the evaluation files; ``runs_root`` is the results folder with
+    ``teachers/`` and ``students/`` (their ``history.csv``).
+
+    Raises:
+        SdkdError: when the metrics table cannot be read.
+    """
+    out_dir = Path(out_dir)
+    table = read_metrics(metrics_csv)
+    res = _Results(config, table, Path(eval_root), Path(runs_root))
+    palette = setting_palette(config)
+    figures: list[Figure] = []
+    with plt.rc_context(_style()):
+        for spec in _specs(config):
+            try:
+                fig, caption = spec.build(res, palette, *spec.args)
+                placeholder = False
+            except _NoData as exc:
+                fig = _placeholder(spec.title, str(exc))
+                caption = (f"Placeholder: the figure '{spec.title}' has no data to show. "
+                           f"Not available: {exc}.")
+                placeholder = True
+            path = out_dir / spec.file
+            _save(fig, path)
+            figures.append(Figure(path, spec.dataset, spec.kind, spec.title, caption,
+                                  placeholder))
+    manifest = [figure.manifest_entry() for figure in figures]
+    with atomic_path(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return figures
+
+
+__all__ = ["MANIFEST", "Figure", "figure_files", "make_figures", "pareto_front",
+           "setting_palette"]

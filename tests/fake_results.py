@@ -1,0 +1,266 @@
+"""A tiny but complete fake ``results/`` tree for the report tests.
+
+    config = tiny_config()
+    make_fake_results(tmp_path / "results", config, missing=["diffusion_reaction/*"])
+
+writes, for every run of ``expected_runs(config)``:
+
+- ``eval/{dataset}/teacher/{teacher}.json`` and
+  ``eval/{dataset}/{student}/{bands}/seed-{seed}.json``: evaluation files as in
+  docs/evaluation-format.md (schema version 1) on an 8 × 8 grid with the dataset's
+  ``out_steps`` lead times, one channel, the config's ``evaluate.band_cutoffs``;
+- ``teachers/{dataset}/{teacher}/history.csv`` and
+  ``students/{dataset}/{student}/{bands}/seed-{seed}/history.csv``: 5 epochs in the
+  columns of the training engine (teachers: ``mse`` terms; students: ``gt`` and ``kd``).
+
+The numbers are plausible and ordered: the teacher is best, every distilled setting
+beats the plain student (``none``), ``dual`` beats the other settings, the ``m`` size
+beats ``s``, and seeds differ by a few per cent. ``seed`` makes the noise reproducible.
+
+``missing`` lists runs to leave out (neither evaluation file nor history): each item is
+a glob over the evaluation file's path relative to ``eval/`` (``"ns/unet-s/dual/*"``,
+``"dr/*"``) or a mapping of run fields that must all match (``{"bands": "dual",
+"seed": 1}``).
+
+The per-band error section is written under ``"bands"`` (what a JSON object keeps of
+the format's two ``bands`` entries); the ``{bands}`` key is then only in the path.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import math
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from helpers import experiment, file_dataset
+
+from sdkd.config import validate
+from sdkd.report.aggregate import expected_runs
+
+GRID = 8
+EPOCHS = 5
+DATA_RANGE = 4.0
+TRUTH_RMS = 1.0
+
+# Multiplier on the plain student's MSE per distillation method (lower is better).
+SETTING_FACTOR = {"none": 1.0, "low": 0.7, "high": 0.8, "dual": 0.45, "multi": 0.5,
+                  "output": 0.6, "fitnet": 0.75}
+# Multiplier on the plain student's MSE per student size.
+SIZE_FACTOR = {"s": 1.0, "m": 0.8, "l": 0.65}
+# Parameters per student size (the teacher has TEACHER_PARAMETERS).
+SIZE_PARAMETERS = {"s": 60_000, "m": 220_000, "l": 800_000}
+TEACHER_PARAMETERS = 1_500_000
+# A spectral cutoff (cycles per domain) of each model's prediction: more lost detail,
+# lower cutoff.
+SETTING_SHARPNESS = {"none": 2.0, "low": 2.3, "high": 3.2, "dual": 3.6, "multi": 3.5,
+                     "output": 2.8, "fitnet": 2.5}
+
+
+def tiny_config() -> dict[str, Any]:
+    """A validated config: 2 file datasets (paths that need not exist), 2 students,
+    settings none/low/high/dual/output/fitnet, seeds [0, 1] for none and dual, 4 lead
+    times."""
+    datasets = {
+        "navier_stokes": file_dataset(Path("/nonexistent/ns.h5"), out_steps=4),
+        "diffusion_reaction": file_dataset(Path("/nonexistent/dr.h5"), out_steps=4),
+    }
+    config = experiment(
+        datasets,
+        models={"teacher": "teacher-tiny", "students": ["unet-s", "unet-m"]},
+        distill={
+            "seeds": [0],
+            "settings": {
+                "none": {"seeds": [0, 1]},
+                "low": {"cutoffs": [4], "weights": [1.0]},
+                "high": {"cutoffs": [4], "weights": [1.0]},
+                "dual": {"cutoffs": [4], "weights": [1.0, 1.0], "seeds": [0, 1]},
+                "output": {},
+                "fitnet": {},
+            },
+        },
+    )
+    return validate(config, source="tiny_config")
+
+
+def run_matches(run: Mapping[str, Any], pattern: str | Mapping[str, Any]) -> bool:
+    """Whether ``run`` (an ``expected_runs`` entry) is selected by ``pattern``."""
+    if isinstance(pattern, str):
+        return fnmatch.fnmatch(run["eval_file"], pattern)
+    return all(run.get(key) == value for key, value in pattern.items())
+
+
+def make_fake_results(
+    root: Path, config: Mapping[str, Any], *, missing: Iterable[str | Mapping[str, Any]] = (),
+    seed: int = 0,
+) -> None:
+    """Write the fake tree of ``config`` under ``root`` (the results/ folder); see above."""
+    root = Path(root)
+    missing = list(missing)
+    names = list(config["datasets"])
+    for run in expected_runs(config):
+        if any(run_matches(run, pattern) for pattern in missing):
+            continue
+        key = f"{seed}/{run['eval_file']}".encode()
+        rng = np.random.default_rng(zlib.crc32(key))
+        doc = fake_evaluation(run, config, rng, dataset_index=names.index(run["dataset"]),
+                              seed=seed)
+        path = root / "eval" / run["eval_file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1))
+        history = fake_history(run, doc, rng)
+        write_history(root / run["run_dir"] / "history.csv", history)
+
+
+def mse_of(run: Mapping[str, Any], dataset_index: int) -> float:
+    """The noiseless test MSE the fake gives a run."""
+    teacher = 0.01 * (1 + dataset_index)
+    if run["role"] == "teacher":
+        return teacher
+    size = SIZE_FACTOR.get(run["size"], 1.0)
+    return teacher * 3.0 * size * SETTING_FACTOR.get(run["setting"], 0.9)
+
+
+def _truth(config: Mapping[str, Any], dataset: str, seed: int) -> np.ndarray:
+    """(T_out, H, W) smooth fields of test window 0, the same for every model."""
+    out_steps = config["datasets"][dataset]["out_steps"]
+    y, x = np.meshgrid(np.arange(GRID) / GRID, np.arange(GRID) / GRID, indexing="ij")
+    rng = np.random.default_rng(zlib.crc32(f"{seed}/{dataset}".encode()))
+    phase = rng.uniform(0, 2 * np.pi)
+    frames = [
+        1.5 * np.sin(2 * np.pi * (x + 0.1 * t) + phase) * np.cos(2 * np.pi * y)
+        + 0.3 * np.cos(6 * np.pi * (x - y) + 0.5 * t)
+        for t in range(1, out_steps + 1)
+    ]
+    return np.stack(frames)
+
+
+def fake_evaluation(
+    run: Mapping[str, Any], config: Mapping[str, Any], rng: np.random.Generator, *,
+    dataset_index: int = 0, seed: int = 0,
+) -> dict[str, Any]:
+    """One evaluation file's content (docs/evaluation-format.md) for ``run``."""
+    dataset = run["dataset"]
+    block = config["datasets"][dataset]
+    out_steps = block["out_steps"]
+    student = run["role"] == "student"
+    mse = mse_of(run, dataset_index) * (1 + 0.03 * rng.standard_normal() if student else 1)
+    rmse = math.sqrt(mse)
+
+    # per lead time: the error grows with the lead; mean over lead times == overall
+    w = np.linspace(0.5, 1.5, out_steps)
+    lead_mse = mse * w
+    per_lead = {
+        "mse": lead_mse, "mae": 0.8 * np.sqrt(lead_mse), "rmse": np.sqrt(lead_mse),
+        "rel_l2": np.sqrt(lead_mse) / TRUTH_RMS, "ssim": 1 - 2 * np.sqrt(lead_mse) / DATA_RANGE,
+        "psnr": 10 * np.log10(DATA_RANGE**2 / lead_mse),
+    }
+
+    # per band: worse models put more of their error into the high bands
+    cutoffs = list(config["evaluate"]["band_cutoffs"])
+    n_bands = len(cutoffs) + 1
+    tilt = -0.6 if not student else (0.4 if run["setting"] == "none" else 0.0)
+    shares = np.exp(tilt * np.arange(n_bands))
+    band_mse = mse * shares / shares.sum()
+
+    # spectrum: k shells of width 1 up to the corner of the grid
+    k = np.arange(int(GRID / 2 * math.sqrt(2)) + 1)
+    truth_spec = 5.0 * (1.0 + k) ** -3.0
+    sharp = 8.0 if not student else SETTING_SHARPNESS.get(run["setting"], 2.5)
+    pred_spec = truth_spec * np.exp(-((k / sharp) ** 2))
+    err_shape = (1.0 + k) ** -1.0 * (1 - np.exp(-((k + 1) / sharp) ** 2) * 0.5)
+    err_spec = mse * err_shape / err_shape.sum()
+
+    truth = _truth(config, dataset, seed)
+    lead_idx = [0, out_steps - 1]
+    noise = rng.standard_normal((2, GRID, GRID))
+    pred = truth[lead_idx] + rmse * np.sqrt(w[lead_idx])[:, None, None] * noise
+
+    if student:
+        parameters = SIZE_PARAMETERS.get(run["size"], 100_000)
+        checkpoint = f"results/{run['run_dir']}/best.pt"
+    else:
+        parameters = TEACHER_PARAMETERS
+        checkpoint = f"results/{run['run_dir']}/best.pt"
+    flops = parameters * GRID * GRID * 2.0
+    latency = 0.2 + flops / 2e8
+    seconds_per_epoch = 0.5 + parameters / 1e6
+    mae = 0.8 * rmse
+    return {
+        "schema_version": 1,
+        "dataset": dataset,
+        "role": run["role"],
+        "model": run["model"],
+        "family": run["family"], "size": run["size"],
+        "setting": run["setting"],
+        "seed": run["seed"],
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": "0" * 64,
+        "split": "test",
+        "n_windows": 3, "in_steps": block["in_steps"], "out_steps": out_steps,
+        "channels": ["u"], "grid": [GRID, GRID], "dt": 1.0,
+        "data_range": DATA_RANGE,
+        "data_range_definition": "max − min over the test split, all frames and channels",
+        "metrics": {
+            "mse": mse, "mae": mae, "rmse": rmse, "rel_l2": rmse / TRUTH_RMS,
+            "ssim": 1 - 2 * rmse / DATA_RANGE, "psnr": 10 * math.log10(DATA_RANGE**2 / mse),
+        },
+        "per_lead_time": {name: values.tolist() for name, values in per_lead.items()},
+        "bands": {"cutoffs": cutoffs, "mse": band_mse.tolist(),
+                  "truth_energy": (10.0 ** -np.arange(n_bands)).tolist()},
+        "spectrum": {"k": k.tolist(), "prediction": pred_spec.tolist(),
+                     "truth": truth_spec.tolist(), "error": err_spec.tolist()},
+        "sample": {"window": 0, "channel": "u", "lead_times": [1, out_steps],
+                   "truth": truth[lead_idx].tolist(), "prediction": pred.tolist()},
+        "efficiency": {
+            "parameters": parameters,
+            "flops_per_sample": flops,
+            "inference": {"device": "cpu (2 threads)", "batch": 16, "latency_ms": latency,
+                          "samples_per_s": 16 * 1000 / latency},
+            "training": {"device": "cpu (2 threads)", "epochs": EPOCHS,
+                         "seconds": seconds_per_epoch * EPOCHS,
+                         "seconds_per_epoch": seconds_per_epoch,
+                         "peak_memory_mb": 100 + parameters / 1e4},
+        },
+        "evaluation_seconds": 0.1,
+        "created_with": "sdkd 0.1.0 (fake)",
+    }
+
+
+def fake_history(run: Mapping[str, Any], doc: Mapping[str, Any],
+                 rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Per-epoch rows as the training engine writes them (normalised units)."""
+    final = doc["metrics"]["mse"] * 10  # normalised units differ from physical ones
+    seconds = doc["efficiency"]["training"]["seconds_per_epoch"]
+    rows = []
+    for epoch in range(1, EPOCHS + 1):
+        decay = 1 + 3 * math.exp(-(epoch - 1) / 1.5)
+        val = final * decay * (1 + 0.02 * rng.standard_normal())
+        train = 0.9 * final * decay
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": train, "val_loss": val}
+        if run["role"] == "teacher":
+            row |= {"train_mse": train, "val_mse": val}
+        else:
+            kd = 0.0 if run["setting"] == "none" else 0.3 * train
+            row |= {"train_loss": train + kd, "val_loss": val + kd, "train_gt": train,
+                    "train_kd": kd, "val_gt": val, "val_kd": kd}
+        row |= {"lr": 1e-3 * (1 - (epoch - 1) / EPOCHS), "seconds": seconds,
+                "samples_per_s": 100.0, "peak_memory_mb": 120.0, "device": "cpu (2 threads)"}
+        rows.append(row)
+    return rows
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
