@@ -1,4 +1,5 @@
-# sdkd — the one DAG: raw data → canonical HDF5 (→ teachers → students → report, to come).
+# sdkd — the one DAG: raw data → canonical HDF5 → teachers → students → evaluation →
+# tables, figures → results/report.html.
 # Rules stay thin: each calls the `sdkd` command line with the paths given here.
 
 from snakemake.utils import min_version, validate
@@ -19,8 +20,12 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train_teacher.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        expand("results/data/{dataset}.h5", dataset=DATASETS),
+        "results/report.html",

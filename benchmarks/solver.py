@@ -8,7 +8,7 @@ Solves the FNO setting (64×64, ν = 1e-3, FNO forcing, GRF initial conditions, 
   trajectories, where w_ref is the same solver in float64 with a CFL number ``--ref-factor``
   times smaller (so a step that much smaller).
 
-Run ``python benchmarks/solver.py`` (about a minute on two idle cores);
+Run ``python benchmarks/solver.py`` (well under a minute on two idle cores);
 ``--device cuda`` or ``--device all`` adds a GPU run when one is available.
 """
 
@@ -48,14 +48,15 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict:
     simulate(w0, **common | {"t_end": args.t_end / args.n_records, "n_records": 1})
     _sync(device)
 
-    times = []
+    times, cpu_times = [], []
     steps: list[int] = []
     for _ in range(args.repeats):
         steps.clear()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = simulate(w0, **common, cfl=args.cfl, step_log=steps)
         _sync(device)
         times.append((time.perf_counter() - start) / args.batch)
+        cpu_times.append((time.process_time() - cpu_start) / args.batch)
 
     n_ref = min(args.ref_batch, args.batch)
     ref = simulate(w0[:n_ref].double(), **common, cfl=args.cfl / args.ref_factor)
@@ -76,6 +77,9 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict:
         "seconds_per_trajectory_median": statistics.median(times),
         "seconds_per_trajectory_min": min(times),
         "seconds_per_trajectory_all": times,
+        # Process CPU time (all threads). On a machine shared with other jobs wall time swings
+        # widely, while with one thread this stays close to the time on an idle core.
+        "cpu_seconds_per_trajectory_median": statistics.median(cpu_times),
         "rel_l2_error": err,
         "reference": {
             "trajectories": n_ref,

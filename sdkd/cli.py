@@ -76,6 +76,44 @@ def _cmd_distill(args: argparse.Namespace) -> None:
              args.seed, result.best_val, result.best_epoch, args.out)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from sdkd.evaluate import evaluate_run
+
+    config = configuration.load(args.config)
+    configuration.dataset_config(config, args.dataset)
+    result = evaluate_run(config, args.dataset, args.data, args.run, args.out, device=args.device)
+    log.info("%s: test MSE %.4g, SSIM %.4f → %s", args.run, result["metrics"]["mse"],
+             result["metrics"]["ssim"] or float("nan"), args.out)
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> None:
+    from sdkd.report.aggregate import aggregate
+
+    config = configuration.load(args.config)
+    table = aggregate(config, args.eval_root, args.out, args.summary)
+    counts = table["status"].value_counts().to_dict()
+    log.info("aggregated %d runs %s → %s, %s", len(table), counts, args.out, args.summary)
+
+
+def _cmd_figures(args: argparse.Namespace) -> None:
+    from sdkd.report.figures import make_figures
+
+    config = configuration.load(args.config)
+    figures = make_figures(config, args.metrics, args.eval_root, args.runs_root, args.out_dir)
+    log.info("%d figures → %s", len(figures), args.out_dir)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from sdkd.report.html import render_report
+
+    config = configuration.load(args.config)
+    path = render_report(
+        config, metrics_csv=args.metrics, summary_json=args.summary, figures_dir=args.figures,
+        data_files=args.data, out=args.out, config_text=args.config.read_text(),
+    )
+    log.info("report → %s", path)
+
+
 def _cmd_raw_filename(args: argparse.Namespace) -> None:
     config = configuration.load(args.config)
     print(configuration.raw_filename(configuration.dataset_config(config, args.dataset)))
@@ -133,6 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True, help="family-size, e.g. unet-s")
     p.add_argument("--bands", required=True, help="a key of distill.settings, e.g. dual")
     p.add_argument("--seed", type=int, default=0, help="seed of the student run")
+
+    p = step("evaluate", _cmd_evaluate, "test-split metrics of a trained run → one JSON")
+    p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
+    p.add_argument("--data", type=Path, required=True, help="canonical HDF5 of the dataset")
+    p.add_argument("--run", type=Path, required=True, help="run folder (its best.pt) or a .pt")
+    p.add_argument("--out", type=Path, required=True, help="evaluation JSON to write")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+
+    p = step("aggregate", _cmd_aggregate, "evaluation files → metrics.csv and summary.json")
+    p.add_argument("--eval-root", type=Path, required=True, help="results/eval")
+    p.add_argument("--out", type=Path, required=True, help="metrics CSV to write")
+    p.add_argument("--summary", type=Path, required=True, help="summary JSON to write")
+
+    p = step("figures", _cmd_figures, "the report's figures and their figures.json")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics CSV of aggregate")
+    p.add_argument("--eval-root", type=Path, required=True, help="results/eval")
+    p.add_argument("--runs-root", type=Path, required=True,
+                   help="results (holds teachers/ and students/ with history.csv)")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for PNGs + figures.json")
+
+    p = step("report", _cmd_report, "render the self-contained results/report.html")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics CSV of aggregate")
+    p.add_argument("--summary", type=Path, required=True, help="summary JSON of aggregate")
+    p.add_argument("--figures", type=Path, required=True, help="folder with figures.json")
+    p.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="canonical HDF5 of every dataset (provenance)")
+    p.add_argument("--out", type=Path, required=True, help="report HTML to write")
     return parser
 
 

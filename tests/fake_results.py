@@ -21,9 +21,6 @@ beats ``s``, and seeds differ by a few per cent. ``seed`` makes the noise reprod
 a glob over the evaluation file's path relative to ``eval/`` (``"ns/unet-s/dual/*"``,
 ``"dr/*"``) or a mapping of run fields that must all match (``{"bands": "dual",
 "seed": 1}``).
-
-The per-band error section is written under ``"bands"`` (what a JSON object keeps of
-the format's two ``bands`` entries); the ``{bands}`` key is then only in the path.
 """
 
 from __future__ import annotations
@@ -197,7 +194,7 @@ def fake_evaluation(
         "role": run["role"],
         "model": run["model"],
         "family": run["family"], "size": run["size"],
-        "setting": run["setting"],
+        "bands": run["bands"], "setting": run["setting"],
         "seed": run["seed"],
         "checkpoint": checkpoint,
         "checkpoint_sha256": "0" * 64,
@@ -211,7 +208,7 @@ def fake_evaluation(
             "ssim": 1 - 2 * rmse / DATA_RANGE, "psnr": 10 * math.log10(DATA_RANGE**2 / mse),
         },
         "per_lead_time": {name: values.tolist() for name, values in per_lead.items()},
-        "bands": {"cutoffs": cutoffs, "mse": band_mse.tolist(),
+        "band_errors": {"cutoffs": cutoffs, "mse": band_mse.tolist(),
                   "truth_energy": (10.0 ** -np.arange(n_bands)).tolist()},
         "spectrum": {"k": k.tolist(), "prediction": pred_spec.tolist(),
                      "truth": truth_spec.tolist(), "error": err_spec.tolist()},

@@ -18,7 +18,7 @@ from sdkd.errors import SdkdError
 from sdkd.evaluate import SCHEMA_VERSION, evaluate_run, read_evaluation
 from sdkd.evaluate.run import REQUIRED_KEYS
 from sdkd.models import build_from_spec
-from sdkd.train.checkpoint import load_checkpoint, sub_state_dict
+from sdkd.train.checkpoint import load_checkpoint, save_checkpoint, sub_state_dict
 from sdkd.train.jobs import distill_student, train_teacher
 
 GRID = 16
@@ -244,6 +244,18 @@ def test_bad_device_and_cutoffs(runs, tmp_path):
     with pytest.raises(SdkdError, match="device"):
         evaluate_run(config, "toy", data, runs["teacher"], tmp_path / "e.json", device="tpu")
     coarse = {**config, "evaluate": {"band_cutoffs": [20.0], "batch_size": 4}}
-    with pytest.raises(SdkdError, match="evaluate.band_cutoffs"):
+    with pytest.raises(SdkdError, match=r"evaluate\.band_cutoffs"):
         evaluate_run(coarse, "toy", data, runs["teacher"], tmp_path / "e.json", device="cpu")
     assert leftovers(tmp_path) == []
+
+
+def test_non_finite_predictions(runs, tmp_path):
+    ckpt = load_checkpoint(runs["teacher"] / "best.pt")
+    state = dict(ckpt["model"])
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.ndim > 1)
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", {**ckpt, "model": state})
+    with pytest.raises(SdkdError, match="predicts NaN or Inf"):
+        evaluate_run(runs["config"], "toy", runs["data"], tmp_path / "nan.pt",
+                     tmp_path / "e.json", device="cpu")
+    assert not (tmp_path / "e.json").exists()

@@ -183,3 +183,13 @@ def test_psnr_and_bad_input():
     spectrum.update(torch.zeros(2, 8, 8))
     with pytest.raises(SdkdError, match="grid changed"):
         spectrum.update(torch.zeros(2, 8, 12))
+
+
+def test_ssim_chunking_does_not_change_values(monkeypatch):
+    import sdkd.evaluate.metrics as metrics
+
+    prediction, truth = pair((2, 3, 2, 16, 16))
+    dr = data_range_of(prediction, truth)
+    whole = ssim_frames(prediction, truth, dr)
+    monkeypatch.setattr(metrics, "_SSIM_BYTES", 1)  # one frame per torchmetrics call
+    torch.testing.assert_close(ssim_frames(prediction, truth, dr), whole, rtol=0, atol=1e-14)

@@ -37,6 +37,16 @@ def smoke_run(tmp_path_factory) -> Path:
     return work
 
 
+def test_smoke_builds_the_report(smoke_run):
+    report = (smoke_run / "results/report.html").read_text()
+    assert 'id="summary"' in report and 'id="setup"' in report
+    for name in ("navier_stokes", "diffusion_reaction"):
+        assert f'id="dataset-{name}"' in report
+        assert (smoke_run / f"results/eval/{name}/teacher/teacher-tiny.json").exists()
+        assert (smoke_run / f"results/students/{name}/unet-s/dual/seed-0/best.pt").exists()
+    assert (smoke_run / "results/tables/summary.json").exists()
+
+
 def test_smoke_builds_every_dataset(smoke_run):
     for name, channels in (("navier_stokes", 1), ("diffusion_reaction", 2)):
         ds = ForecastWindows(smoke_run / f"results/data/{name}.h5", "train")

@@ -52,6 +52,8 @@ class ForecastWindows(Dataset):
             raise SdkdError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
         self.path = Path(path)
         self.split = split
+        self._file: h5py.File | None = None
+        self._memory = None
         attrs, shape = self._read_header()
         self.in_steps = in_steps or int(attrs["in_steps"])
         self.out_steps = out_steps or int(attrs["out_steps"])
@@ -68,7 +70,6 @@ class ForecastWindows(Dataset):
                 f"in_steps + out_steps = {span}"
             )
         self.starts_per_trajectory = (self.n_frames - span) // self.window_stride + 1
-        self._file: h5py.File | None = None
         self._pid: int | None = None
         self._memory = self._frames()[()] if in_memory else None
         if in_memory:

@@ -56,7 +56,10 @@ SSIM_KERNEL = 11  # 2 · int(3.5 σ + 0.5) + 1: skimage's truncate=3.5 window fo
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 _SSIM_PAD = (SSIM_KERNEL - 1) // 2
-_SSIM_CHUNK = 256  # frames per SSIM call: bounds the (5, N, H, W) float64 work buffers
+# torchmetrics convolves 5 maps per frame with an 11 × 11 kernel; in float64 on the CPU
+# that goes through im2col, a buffer of 5 · 121 · H · W doubles per frame (3 GB for a
+# batch of 160 64 × 64 frames). Frames are therefore fed in chunks of about this size.
+_SSIM_BYTES = 64 * 2**20
 
 
 def _check_pair(prediction: Tensor, truth: Tensor, what: str) -> None:
@@ -97,10 +100,11 @@ def ssim_frames(prediction: Tensor, truth: Tensor, data_range: float) -> Tensor:
         return torch.full(lead, math.nan, dtype=torch.float64, device=prediction.device)
     p = prediction.reshape(-1, 1, h, w).to(torch.float64)
     t = truth.reshape(-1, 1, h, w).to(torch.float64)
+    chunk = max(1, _SSIM_BYTES // (5 * SSIM_KERNEL**2 * h * w * 8))
     out = []
-    for start in range(0, p.shape[0], _SSIM_CHUNK):
+    for start in range(0, p.shape[0], chunk):
         _, full = structural_similarity_index_measure(
-            p[start:start + _SSIM_CHUNK], t[start:start + _SSIM_CHUNK],
+            p[start:start + chunk], t[start:start + chunk],
             gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL,
             data_range=float(data_range), k1=SSIM_K1, k2=SSIM_K2,
             reduction="none", return_full_image=True,

@@ -225,11 +225,7 @@ def load_evaluation(path: str | Path, expect: Mapping[str, Any] | None = None) -
 def _check_identity(path: Path, doc: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
     keys = ["dataset", "role", "model"]
     if expect["role"] == "student":
-        keys += ["setting", "seed"]
-        # The format uses "bands" both for the key and for the per-band errors; only a
-        # string is the key.
-        if isinstance(doc.get("bands"), str):
-            keys.append("bands")
+        keys += ["bands", "setting", "seed"]
     for key in keys:
         if doc.get(key) != expect[key]:
             raise InvalidEvaluation(
@@ -239,17 +235,9 @@ def _check_identity(path: Path, doc: Mapping[str, Any], expect: Mapping[str, Any
 
 
 def band_errors(doc: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The per-band error section of an evaluation file, or ``None``.
-
-    docs/evaluation-format.md names both the ``{bands}`` key and this section
-    ``bands``; a JSON object keeps the last one, so the section is whichever object is
-    found under ``bands``, ``band_errors`` or ``per_band``.
-    """
-    for key in ("bands", "band_errors", "per_band"):
-        section = doc.get(key)
-        if isinstance(section, dict):
-            return section
-    return None
+    """The per-band error section (``band_errors``) of an evaluation file, or ``None``."""
+    section = doc.get("band_errors")
+    return section if isinstance(section, dict) else None
 
 
 def _row(run: Mapping[str, Any], eval_root: Path) -> dict[str, Any]:

@@ -1,0 +1,497 @@
+"""sdkd.report.html: the report page is complete, self-contained and tells the truth.
+
+One fake results tree (aggregate + figures + report, the slow part) serves all tests:
+one student, both datasets, some runs missing and one invalid. navier_stokes lacks
+unet-s/low and the second dual seed and has an unreadable `output` file;
+diffusion_reaction lacks the plain student, so its verdict cannot measure a gain.
+The page is parsed with the stdlib HTML parser; when /usr/bin/chromium exists it is also
+opened headless (screenshot, DOM after load) to check that every image decodes and that
+nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from fake_results import make_fake_results, tiny_config
+from helpers import leftovers
+
+from sdkd.config import validate
+from sdkd.data.preprocess import preprocess
+from sdkd.errors import SdkdError
+from sdkd.report.aggregate import aggregate, read_metrics
+from sdkd.report.figures import MANIFEST, make_figures
+from sdkd.report.html import (
+    band_labels,
+    fmt_metric,
+    fmt_pct,
+    git_commit,
+    package_versions,
+    render_report,
+)
+
+NS, DR = "navier_stokes", "diffusion_reaction"
+STUDENT = "unet-s"
+CONFIG_TEXT = "# the config as the user wrote it\nseed: 0  # master seed\n"
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+        "track", "wbr"}
+URL_ATTRS = {"src", "href", "srcset", "action", "formaction", "data", "poster", "background",
+             "xlink:href", "cite", "longdesc"}
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def small_config() -> dict:
+    """tiny_config with one student and four band settings (fewer figures: faster)."""
+    config = copy.deepcopy(tiny_config())
+    config["models"]["students"] = [STUDENT]
+    settings = config["distill"]["settings"]
+    config["distill"]["settings"] = {k: settings[k] for k in ("none", "low", "dual", "output")}
+    return validate(config, source="small_config")
+
+
+def write_data_file(root: Path, config: dict, name: str) -> Path:
+    """A canonical HDF5 file made by the real preprocess step from a small raw file."""
+    raw = root / "raw" / f"{name}.h5"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(name))
+    with h5py.File(raw, "w") as f:
+        f["u"] = rng.normal(size=(6, 8, 8, 8)).astype(np.float32)  # N T H W
+    block = copy.deepcopy(config["datasets"][name])
+    block["file"]["path"] = str(raw)
+    return preprocess(raw, root / "data" / f"{name}.h5", block, name=name)
+
+
+class Page(HTMLParser):
+    """Everything the tests look at, plus a check that every element is closed in order."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.errors: list[str] = []
+        self.stack: list[str] = []
+        self.ids: list[str] = []
+        self.urls: list[tuple[str, str, str]] = []
+        self.tags: list[tuple[str, dict]] = []
+        self.images: list[dict] = []
+        self.styles: list[str] = []
+        self.tables: dict[str, dict] = {}
+        self.captions: list[tuple[str | None, str]] = []
+        self.section_text: dict[str, list[str]] = {}
+        self.verdicts: dict[str, list[tuple[str, str]]] = {}
+        self._section: str | None = None
+        self._table: dict | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._caption: list[str] | None = None
+        self._style: list[str] | None = None
+        self._verdict: tuple[str, list[str]] | None = None
+        self._summary_of: str | None = None
+        self.feed(text)
+        self.close()
+        if self.stack:
+            self.errors.append(f"never closed: {self.stack}")
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag not in VOID:
+            self.stack.append(tag)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        for name, value in attrs.items():
+            if name in URL_ATTRS:
+                self.urls.append((tag, name, value or ""))
+        if tag == "section":
+            self._section = attrs.get("id")
+        elif tag == "div" and attrs.get("class") == "ds-summary":
+            self._summary_of = attrs["id"].removeprefix("summary-")
+        elif tag == "img":
+            self.images.append({**attrs, "section": self._section})
+        elif tag == "table":
+            self._table = {"section": self._section, "head": [], "body": [], "classes": []}
+            self.tables[attrs.get("id", f"table-{len(self.tables)}")] = self._table
+            self._in_head = False
+        elif tag == "thead":
+            self._in_head = True
+        elif tag == "tbody":
+            self._in_head = False
+        elif tag == "tr":
+            self._row = []
+            self._row_classes: set[str] = set()
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+            self._row_classes |= set((attrs.get("class") or "").split())
+        elif tag == "figcaption":
+            self._caption = []
+        elif tag == "style":
+            self._style = []
+        elif tag == "li" and (attrs.get("class") or "").startswith("tone-"):
+            self._verdict = (attrs["class"].removeprefix("tone-"), [])
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            part = "head" if self._in_head else "body"
+            self._table[part].append(self._row)
+            if part == "body":
+                self._table["classes"].append(self._row_classes)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "figcaption":
+            self.captions.append((self._section, " ".join("".join(self._caption).split())))
+            self._caption = None
+        elif tag == "style":
+            self.styles.append("".join(self._style))
+            self._style = None
+        elif tag == "li" and self._verdict is not None:
+            tone, text = self._verdict
+            key = self._summary_of or ""
+            self.verdicts.setdefault(key, []).append((tone, " ".join("".join(text).split())))
+            self._verdict = None
+        elif tag == "section":
+            self._section = None
+
+    def handle_data(self, data):
+        for part in (self._cell, self._caption, self._style):
+            if part is not None:
+                part.append(data)
+        if self._verdict is not None:
+            self._verdict[1].append(data)
+        if self._section is not None:
+            self.section_text.setdefault(self._section, []).append(data)
+
+    def text_of(self, section: str) -> str:
+        return " ".join(" ".join(self.section_text.get(section, [])).split())
+
+    def rows(self, table_id: str) -> list[dict[str, str]]:
+        """Body rows of a table as {header: cell} (the last header row names the columns)."""
+        table = self.tables[table_id]
+        header = table["head"][-1]
+        return [dict(zip(header, row, strict=True)) for row in table["body"]]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    config = small_config()
+    root = tmp_path_factory.mktemp("report")
+    results = root / "results"
+    make_fake_results(results, config, missing=[
+        f"{NS}/{STUDENT}/low/*",
+        f"{NS}/{STUDENT}/dual/seed-1.json",
+        f"{DR}/{STUDENT}/none/*",
+    ])
+    (results / "eval" / NS / STUDENT / "output" / "seed-0.json").write_text("{not json")
+    tables = results / "tables"
+    aggregate(config, results / "eval", tables / "metrics.csv", tables / "summary.json")
+    make_figures(config, tables / "metrics.csv", results / "eval", results, results / "figures")
+    data = [write_data_file(root, config, name) for name in config["datasets"]]
+    inputs = {"metrics_csv": tables / "metrics.csv", "summary_json": tables / "summary.json",
+              "figures_dir": results / "figures", "data_files": data}
+    out = render_report(config, **inputs, out=results / "report.html", config_text=CONFIG_TEXT,
+                        project_dir=root)
+    text = out.read_text(encoding="utf-8")
+    return SimpleNamespace(
+        config=config, root=root, results=results, inputs=inputs, out=out, text=text,
+        page=Page(text), table=read_metrics(tables / "metrics.csv"), data=data,
+        manifest=json.loads((results / "figures" / MANIFEST).read_text()),
+    )
+
+
+def test_page_parses_and_has_every_section(built):
+    page = built.page
+    assert page.errors == []
+    assert built.text.startswith("<!DOCTYPE html>")
+    assert len(page.ids) == len(set(page.ids)), "duplicate ids"
+    sections = [attrs.get("id") for tag, attrs in page.tags if tag == "section"]
+    assert sections == ["summary", *[f"dataset-{d}" for d in built.config["datasets"]], "setup"]
+    for tag, attrs in page.tags:
+        if tag == "a" and attrs.get("href", "").startswith("#"):
+            assert attrs["href"][1:] in page.ids, attrs["href"]
+    assert leftovers(built.out.parent).count("report.html") == 1
+    assert not [p for p in leftovers(built.out.parent) if p.endswith(".part")]
+
+
+def test_every_figure_is_embedded_with_its_caption(built):
+    page = built.page
+    by_file = {img.get("data-file"): img for img in page.images}
+    assert len(page.images) == len(built.manifest)
+    for entry in built.manifest:
+        img = by_file[entry["file"]]
+        prefix = "data:image/png;base64,"
+        assert img["src"].startswith(prefix), entry["file"]
+        data = base64.b64decode(img["src"][len(prefix):], validate=True)
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert data == (built.results / "figures" / entry["file"]).read_bytes()
+        assert img["alt"] == entry["title"]
+        section = "summary" if entry["dataset"] is None else f"dataset-{entry['dataset']}"
+        assert img["section"] == section, entry["file"]
+        assert any(where == section and entry["caption"] in caption and entry["title"] in caption
+                   for where, caption in page.captions), entry["file"]
+
+
+def test_nothing_external(built):
+    page = built.page
+    for tag, name, value in page.urls:
+        assert "http://" not in value and "https://" not in value, (tag, name)
+        assert not value.startswith("//"), (tag, name)
+        if tag == "img":
+            assert value.startswith("data:image/png;base64,")
+        if tag == "a" and name == "href":
+            assert value.startswith("#"), value
+    tags = {tag for tag, _ in page.tags}
+    assert not tags & {"link", "iframe", "object", "embed", "base", "script"}
+    css = "".join(page.styles)
+    assert css.strip() and "@import" not in css
+    assert "url(" not in css.replace("url(data:", "")
+    assert "@font-face" not in css
+
+
+def test_missing_and_invalid_runs_are_marked(built):
+    page, table = built.page, built.table
+    bad = table[table["status"] != "ok"]
+    assert set(bad["status"]) == {"missing", "invalid"}
+    for dataset in built.config["datasets"]:
+        tid = f"T_metrics-{dataset}"
+        assert page.tables[tid]["section"] == f"dataset-{dataset}"
+        rows = page.rows(tid)
+        assert len(rows) == int((table["dataset"] == dataset).sum())
+        for run in bad[bad["dataset"] == dataset].to_dict("records"):
+            bands = "teacher" if run["role"] == "teacher" else run["bands"]
+            found = [(i, r) for i, r in enumerate(rows) if r["model"] == run["model"]
+                     and r["bands"] == bands and r["seed"] == str(run["seed"])]
+            assert len(found) == 1, run
+            i, row = found[0]
+            assert row["status"] == run["status"]
+            assert row["MSE"] == "—"
+            assert run["note"] and row["note"] == " ".join(run["note"].split())
+            assert f"row-{run['status']}" in page.tables[tid]["classes"][i]
+    counts = table["status"].value_counts()
+    assert (f"{counts['ok']} of {len(table)} expected runs are ok: {counts['missing']} missing, "
+            f"{counts['invalid']} invalid") in page.text_of("summary")
+
+
+def _means(rows: pd.DataFrame) -> dict[str, float]:
+    return {m: float(rows[m].mean()) for m in ("mse", "mae", "ssim")}
+
+
+def test_headline_numbers_equal_the_metrics_table(built):
+    page, table = built.page, built.table
+    ok = table[table["status"] == "ok"]
+    for dataset in built.config["datasets"]:
+        tid = f"T_summary-{dataset}"
+        assert page.tables[tid]["section"] == "summary"
+        rows = {(r["model"], r["trained as"]): r for r in page.rows(tid)}
+        mine = ok[ok["dataset"] == dataset]
+        teacher = _means(mine[mine["role"] == "teacher"])
+        row = rows[("teacher-tiny", "teacher")]
+        for metric, column in (("mse", "MSE"), ("mae", "MAE"), ("ssim", "SSIM")):
+            assert row[column] == fmt_metric(metric, teacher[metric])
+        students = mine[mine["model"] == STUDENT]
+        plain_rows = students[students["bands"] == "none"]
+        plain = _means(plain_rows) if len(plain_rows) else None
+        row = rows[(STUDENT, "none (plain)")]
+        if plain is None:
+            assert row["MSE"] == "missing" and row["seeds ok"] == "0 of 2"
+        else:
+            assert row["MSE"].split(" ± ")[0] == fmt_metric("mse", plain["mse"])
+            assert row["MAE"].split(" ± ")[0] == fmt_metric("mae", plain["mae"])
+            assert row["SSIM"] == fmt_metric("ssim", plain["ssim"])
+            if len(plain_rows) > 1:
+                assert row["MSE"].split(" ± ")[1] == f"{plain_rows['mse'].std(ddof=1):.2g}"
+        distilled = students[students["setting"] != "none"]
+        means = distilled.groupby("bands")["mse"].mean()
+        best = str(means.idxmin())
+        stats = _means(distilled[distilled["bands"] == best])
+        row = rows[(STUDENT, f"{best} (best)")]
+        assert row["MSE"].split(" ± ")[0] == fmt_metric("mse", stats["mse"])
+        assert row["MAE"].split(" ± ")[0] == fmt_metric("mae", stats["mae"])
+        assert row["SSIM"] == fmt_metric("ssim", stats["ssim"])
+        n_ok = int((distilled["bands"] == best).sum())
+        expected = int(((table["dataset"] == dataset) & (table["bands"] == best)).sum())
+        assert row["seeds ok"] == f"{n_ok} of {expected}"
+        verdicts = dict((text.split(":")[0], (tone, text))
+                        for tone, text in page.verdicts[dataset])
+        tone, verdict = verdicts[STUDENT]
+        if plain is None:
+            assert row["MSE vs plain"] == "—"
+            assert tone == "neutral" and "baseline (none) is missing" in verdict
+            continue
+        change = 100 * (stats["mse"] - plain["mse"]) / plain["mse"]
+        assert row["MSE vs plain"].startswith(fmt_pct(change))
+        mae_change = 100 * (stats["mae"] - plain["mae"]) / plain["mae"]
+        assert row["MAE vs plain"].startswith(fmt_pct(mae_change))
+        gap = (plain["mse"] - stats["mse"]) / (plain["mse"] - teacher["mse"])
+        assert row["gap closed"] == f"{100 * gap:.0f} %"
+        assert tone == "good"
+        assert f"{best} lowers the test MSE by {-change:.1f} % vs the plain {STUDENT}" in verdict
+        lead = 100 * (stats["mse"] - teacher["mse"]) / stats["mse"]
+        assert f"the teacher's MSE is still {lead:.1f} % lower" in verdict
+        assert "Cost:" in verdict and "Where in the spectrum" in verdict
+
+
+def test_efficiency_and_band_tables(built):
+    page = built.page
+    for dataset in built.config["datasets"]:
+        rows = page.rows(f"T_efficiency-{dataset}")
+        keys = [(r["model"], r["bands"]) for r in rows]
+        assert keys == [("teacher-tiny", "teacher")] + [
+            (STUDENT, key) for key in built.config["distill"]["settings"]]
+        for row in rows:
+            if row["runs ok"].startswith("0 "):
+                assert row["parameters"] == "—"
+            else:
+                assert row["device"] == "cpu (2 threads)" and row["parameters"] != "—"
+        bands = page.rows(f"T_bands-{dataset}")
+        cutoffs = built.config["evaluate"]["band_cutoffs"]
+        assert [r["band (cycles / domain)"] for r in bands] == band_labels(cutoffs)
+    # the fake puts most of the plain student's error at high k: the change there is largest
+    rows = page.rows(f"T_bands-{NS}")
+    changes = [float(r["change"].split()[0]) for r in rows]
+    assert all(c < 0 for c in changes) and changes[-1] == min(changes)
+
+
+def test_setup_lists_provenance_versions_and_config(built):
+    page = built.page
+    setup = page.text_of("setup")
+    for path in built.data:
+        with h5py.File(path) as f:
+            assert f.attrs["raw_sha256"] in setup
+            assert f.attrs["source"] in setup
+    versions = package_versions()
+    for name in ("sdkd", "torch", "snakemake", "dvc", "python"):
+        assert versions[name] in setup
+    assert "git commit unknown" in setup  # project_dir is not a git work tree
+    n_ok = int((built.table["status"] == "ok").sum())
+    assert f"cpu (2 threads): inference in {n_ok} runs, training in {n_ok} runs" in setup
+    pres = [t for t in page.section_text["setup"] if "master seed" in t]
+    assert pres and CONFIG_TEXT.strip() in pres[0]
+    assert "raw file SHA-256" in setup
+    assert package_versions(["surely-not-an-installed-package"])[
+        "surely-not-an-installed-package"] == "not installed"
+
+
+def test_git_commit(tmp_path):
+    assert git_commit(tmp_path) == "unknown"
+    here = git_commit(Path(__file__).parent)
+    assert here == "unknown" or len(here.split()[0]) == 40
+
+
+def test_an_honest_negative_verdict(built, tmp_path):
+    """When every distilled setting is worse than the plain student, the verdict says so."""
+    eval_root = tmp_path / "eval"
+    shutil.copytree(built.results / "eval", eval_root)
+    for path in (eval_root / NS / STUDENT).glob("*/seed-*.json"):
+        if path.parent.name == "none" or path.parent.name == "output":
+            continue
+        doc = json.loads(path.read_text())
+        doc["metrics"]["mse"] *= 4
+        path.write_text(json.dumps(doc))
+    tables = tmp_path / "tables"
+    aggregate(built.config, eval_root, tables / "metrics.csv", tables / "summary.json")
+    out = render_report(built.config, metrics_csv=tables / "metrics.csv",
+                        summary_json=tables / "summary.json",
+                        figures_dir=built.inputs["figures_dir"], data_files=[],
+                        out=tmp_path / "report.html")
+    page = Page(out.read_text())
+    assert page.errors == []
+    (tone, text), = [v for v in page.verdicts[NS] if v[1].startswith(STUDENT)]
+    assert tone == "bad"
+    assert "distillation does not help" in text and "raises the test MSE by" in text
+    assert "No data file was given" in page.text_of("setup")
+
+
+@pytest.mark.parametrize("case", ["metrics", "summary", "manifest", "figure", "summary-json",
+                                  "data"])
+def test_bad_input_names_the_file(built, tmp_path, case):
+    inputs = dict(built.inputs)
+    figures = tmp_path / "figures"
+    shutil.copytree(inputs["figures_dir"], figures)
+    inputs["figures_dir"] = figures
+    if case == "metrics":
+        inputs["metrics_csv"] = bad = tmp_path / "metrics.csv"
+    elif case == "summary":
+        inputs["summary_json"] = bad = tmp_path / "summary.json"
+    elif case == "summary-json":
+        inputs["summary_json"] = bad = tmp_path / "summary.json"
+        bad.write_text('{"schema_version": 1, "datasets": ')
+    elif case == "manifest":
+        bad = figures / MANIFEST
+        bad.unlink()
+    elif case == "figure":
+        bad = figures / built.manifest[3]["file"]
+        bad.unlink()
+    else:
+        inputs["data_files"] = [*inputs["data_files"], tmp_path / "absent.h5"]
+        bad = tmp_path / "absent.h5"
+    out = tmp_path / "report.html"
+    out.write_text("the previous report")
+    with pytest.raises(SdkdError) as info:
+        render_report(built.config, **inputs, out=out)
+    assert str(bad) in str(info.value)
+    assert out.read_text() == "the previous report"
+    assert not list(tmp_path.glob(".report.html.*"))
+
+
+def _chromium(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / f"profile-{name}"
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0", *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def _console_problems(stderr: str) -> list[str]:
+    # Chromium logs every console message (console.error included) as INFO:CONSOLE;
+    # the report prints nothing, so any console line is a problem.
+    return [line for line in stderr.splitlines()
+            if ":CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install "
+                                                   "chromium)")
+def test_chromium_renders_the_page(built, tmp_path):
+    out = render_report(built.config, **built.inputs, out=tmp_path / "report.html",
+                        config_text=CONFIG_TEXT, debug_checks=True)
+    url = out.resolve().as_uri()
+    shot = tmp_path / "report.png"
+    result = _chromium(tmp_path, "shot", f"--screenshot={shot}", "--window-size=1280,2000",
+                       url)
+    assert _console_problems(result.stderr) == []
+    image = matplotlib.image.imread(shot)
+    assert image.shape[:2] == (2000, 1280)
+    assert shot.stat().st_size > 50_000
+    assert float(image[..., :3].std()) > 0.05, "the screenshot is blank"
+    n = len(built.manifest)
+    for width in (1280, 420):  # wide: every image decodes; narrow: tables scroll, page does not
+        result = _chromium(tmp_path, f"dom-{width}", "--dump-dom",
+                           f"--window-size={width},2000", url)
+        assert _console_problems(result.stderr) == []
+        body = next(attrs for tag, attrs in Page(result.stdout).tags if tag == "body")
+        assert body.get("data-images-ok") == f"{n}/{n}"
+        assert body.get("data-external-loads") == "0"
+        assert body.get("data-page-overflow") == "false", width

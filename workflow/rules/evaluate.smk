@@ -1,0 +1,40 @@
+rule evaluate_teacher:
+    """Test-split metrics of the teacher (docs/evaluation-format.md)."""
+    input:
+        data="results/data/{dataset}.h5",
+        run="results/teachers/{dataset}/{teacher}/done.json",
+    output:
+        "results/eval/{dataset}/teacher/{teacher}.json",
+    params:
+        settings=lambda w: config["evaluate"],
+    log:
+        "results/logs/evaluate/{dataset}/teacher/{teacher}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/teacher/{teacher}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "sdkd --threads {threads} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
+        " --data {input.data} --run $(dirname {input.run}) --out {output} 2> {log}"
+
+
+rule evaluate_student:
+    """Test-split metrics of one student run."""
+    input:
+        data="results/data/{dataset}.h5",
+        run="results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
+    output:
+        "results/eval/{dataset}/{student}/{bands}/seed-{seed}.json",
+    params:
+        settings=lambda w: config["evaluate"],
+    log:
+        "results/logs/evaluate/{dataset}/{student}/{bands}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "sdkd --threads {threads} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
+        " --data {input.data} --run $(dirname {input.run}) --out {output} 2> {log}"
