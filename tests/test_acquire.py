@@ -9,11 +9,11 @@ import numpy as np
 from helpers import experiment, file_dataset, write_config
 from rawfiles import serve_directory, write_fno_mat, write_pdebench
 
+from sdkd.checksum import sha256sum
 from sdkd.config import validate
 from sdkd.data.acquire import acquire
 from sdkd.data.dataset import ForecastWindows
 from sdkd.data.download import resolve
-from sdkd.data.preprocess import sha256sum
 
 
 def _ns(**simulate) -> dict:

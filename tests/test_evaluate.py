@@ -25,15 +25,6 @@ GRID = 16
 OUT_STEPS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # module scope: the module-scoped `runs` fixture (training) must see it too
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dataset(tmp_path, name="toy", in_steps=2, out_steps=OUT_STEPS):
     rng = np.random.default_rng(0)
     x = np.linspace(0, 2 * np.pi, GRID, endpoint=False)

@@ -27,14 +27,6 @@ ALL_SETTINGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dataset(tmp_path, name="toy", frames=6, in_steps=2, out_steps=2):
     rng = np.random.default_rng(0)
     x = np.linspace(0, 2 * np.pi, 16, endpoint=False)

@@ -15,14 +15,6 @@ from sdkd.evaluate.metrics import ForecastMetrics, psnr, ssim_frames
 from sdkd.evaluate.spectra import SpectrumAccumulator, radial_spectrum, shell_count
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def smooth(shape, seed=0, scale=4.0):
     """Random fields, low-pass filtered (Gaussian in |k|), float64."""
     gen = torch.Generator().manual_seed(seed)

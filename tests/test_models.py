@@ -51,14 +51,8 @@ COMBOS = [(3, 2, 1, 16, 24), (2, 4, 2, 32, 16)]
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seeded, and on one thread: these tensors are tiny, and on a busy machine several
-    OpenMP threads mostly wait on each other (10× slower than one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_model(name: str, t_in: int, t_out: int, c: int, h: int, w: int) -> ForecastModel:

@@ -10,9 +10,10 @@ from helpers import experiment, file_dataset
 from rawfiles import write_fno_mat, write_pdebench
 from torch.utils.data import DataLoader
 
+from sdkd.checksum import sha256sum
 from sdkd.config import validate
 from sdkd.data.dataset import ForecastWindows
-from sdkd.data.preprocess import SPLITS, preprocess, sha256sum
+from sdkd.data.preprocess import SPLITS, preprocess
 
 
 def _config(dataset: dict) -> dict:

@@ -15,7 +15,6 @@ Chan's pairwise update so that long runs do not lose precision.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,21 +26,13 @@ from tqdm import tqdm
 
 import sdkd
 from sdkd.atomic import atomic_path
+from sdkd.checksum import sha256sum
 from sdkd.data.raw import RawSeries, open_raw
 from sdkd.errors import SdkdError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-def sha256sum(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def raw_layout(dataset: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -27,7 +27,6 @@ as ``null``: the file is strict JSON.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from tqdm import tqdm
 
 import sdkd
 from sdkd.atomic import atomic_path
+from sdkd.checksum import sha256sum
 from sdkd.data.dataset import ForecastWindows
 from sdkd.distill.bands import SpectralBands
 from sdkd.errors import SdkdError
@@ -112,14 +112,6 @@ def resolve_checkpoint(run_dir_or_checkpoint: str | os.PathLike[str]) -> Path:
     """``best.pt`` of a run folder, or the checkpoint file itself."""
     path = Path(run_dir_or_checkpoint)
     return path / "best.pt" if path.is_dir() else path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_header(path: str | os.PathLike[str], dataset: str) -> dict[str, Any]:
@@ -378,7 +370,7 @@ def evaluate_run(
         "setting": meta.get("setting") if meta["role"] == "student" else None,
         "seed": seed,
         "checkpoint": str(ckpt_path),
-        "checkpoint_sha256": sha256_file(ckpt_path),
+        "checkpoint_sha256": sha256sum(ckpt_path),
         "split": SPLIT,
         "n_windows": len(test),
         "in_steps": test.in_steps,
