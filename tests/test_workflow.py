@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,13 +21,44 @@ from sdkd.data.dataset import ForecastWindows
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def _env(**extra: str) -> dict[str, str]:
     # the rules call `sdkd`: it must be on PATH beside this interpreter
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, **extra}
+
+
+def _snakemake(
+    workdir: Path, *args: str, cores: int = 2, **env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=600,
+        [sys.executable, "-m", "snakemake", "--cores", str(cores), *args],
+        cwd=workdir, env=_env(**env), capture_output=True, text=True, check=False, timeout=600,
     )
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a Snakemake dry run: {rule: count}."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m[1] != "total"}
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.M)
+
+
+def _span(log: Path) -> tuple[datetime, datetime]:
+    """First and last timestamp of an sdkd log: when the job ran."""
+    stamps = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in _STAMP.findall(log.read_text())]
+    return stamps[0], stamps[-1]
+
+
+def _training_logs(work: Path) -> list[Path]:
+    logs = work / "results/logs"
+    return sorted([*logs.glob("train_teacher/*/*.log"), *logs.glob("distill/*/*/*/*.log")])
+
+
+def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +68,9 @@ def smoke_run(tmp_path_factory) -> Path:
         source = ROOT / name
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, work / name)
-    result = _snakemake(work, "--configfile", "config/smoke.yaml")
+    # cores to spare, so only the gpu resource keeps training jobs apart
+    result = _snakemake(work, "--configfile", "config/smoke.yaml", "--resources", "gpu=1",
+                        cores=4)
     assert result.returncode == 0, result.stderr[-3000:]
     return work
 
@@ -68,3 +106,83 @@ def test_variant_replaces_default_config(smoke_run):
     # config.yaml keeps every 5th diffusion-reaction frame; smoke.yaml says nothing, so 1
     assert config["datasets"]["diffusion_reaction"]["temporal_stride"] == 1
     assert config["datasets"]["navier_stokes"]["simulate"]["resolution"] == 16
+
+
+def test_one_gpu_never_runs_two_training_jobs_at_once(smoke_run):
+    spans = [_span(log) for log in _training_logs(smoke_run)]
+    assert len(spans) == 8  # 2 teachers + 2 datasets × 3 settings
+    for a, b in itertools.combinations(spans, 2):
+        assert not _overlap(a, b)
+
+
+@pytest.fixture
+def copy_of_smoke(smoke_run, tmp_path) -> Path:
+    work = tmp_path / "work"
+    shutil.copytree(smoke_run, work, symlinks=True)
+    return work
+
+
+def test_two_gpus_run_side_by_side_on_different_gpus(copy_of_smoke):
+    work = copy_of_smoke
+    shutil.rmtree(work / "results/students/navier_stokes")
+    shutil.rmtree(work / "results/logs/distill/navier_stokes")
+    targets = [f"results/students/navier_stokes/unet-s/{b}/seed-0/done.json"
+               for b in ("none", "dual", "fitnet")]
+    # targets first: --configfile and --resources take every word after them
+    result = _snakemake(work, *targets, "--configfile", "config/smoke.yaml", "--resources",
+                        "gpu=2", cores=6, SDKD_FAKE_GPUS="0,1",
+                        SDKD_GPU_LOCK_DIR=str(work / "locks"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = []
+    for log in (work / "results/logs/distill/navier_stokes").glob("*/*/*.log"):
+        (gpu,) = re.findall(r"leased GPU (\S+) as", log.read_text())
+        jobs.append((_span(log), gpu))
+    side_by_side = [(a, b) for a, b in itertools.combinations(jobs, 2) if _overlap(a[0], b[0])]
+    assert side_by_side, "no two training jobs ran at the same time"
+    assert all(a[1] != b[1] for a, b in side_by_side)
+
+
+def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
+    work = copy_of_smoke
+    config = yaml.safe_load((work / "config/smoke.yaml").read_text())
+    config["training"]["teacher"]["epochs"] = 400
+    (work / "config/long.yaml").write_text(yaml.safe_dump(config))
+    run = work / "results/teachers/navier_stokes/teacher-tiny"
+    target = str((run / "done.json").relative_to(work))
+    command = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile",
+               "config/long.yaml"]
+    job = subprocess.Popen(command, cwd=work, env=_env(), start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # wait for a few epochs of the new run
+            history = run / "history.csv"
+            if history.exists() and len(history.read_text().splitlines()) > 4 and \
+                    "400" in (run / "config.yaml").read_text():
+                break
+            time.sleep(0.2)
+        os.killpg(job.pid, signal.SIGKILL)
+    finally:
+        job.wait()
+    assert not (run / "done.json").exists()  # nothing looks finished
+    epochs_done = len((run / "history.csv").read_text().splitlines()) - 1
+    assert 0 < epochs_done < 400
+    # a killed Snakemake leaves its lock; what a user types after a crash:
+    assert _snakemake(work, "--unlock", "--configfile", "config/long.yaml").returncode == 0
+    result = _snakemake(work, target, "--rerun-incomplete", "--configfile", "config/long.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (work / "results/logs/train_teacher/navier_stokes/teacher-tiny.log").read_text()
+    assert re.search(r"resuming .* after epoch \d+ of 400", log)
+    assert (run / "done.json").exists()
+
+
+def test_changing_one_setting_reruns_only_its_students(smoke_run, tmp_path):
+    config = yaml.safe_load((smoke_run / "config/smoke.yaml").read_text())
+    config["distill"]["settings"]["dual"]["weights"] = [1.0, 2.0]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=True))  # reordered keys must not matter
+    result = _snakemake(smoke_run, "--configfile", str(changed), "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout + result.stderr)
+    assert counts == {"distill": 2, "evaluate_student": 2, "aggregate": 1, "figures": 1,
+                      "report": 1, "all": 1}

@@ -13,22 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdkd.distill.losses import SETTINGS, DistillLoss
+from sdkd import plan
+from sdkd.distill.losses import DistillLoss
 from sdkd.errors import SdkdError
 
 
 @dataclass(frozen=True)
-class BandSetting:
-    """One resolved band setting (see the module docstring)."""
+class BandSetting(plan.BandSetting):
+    """One resolved band setting (:class:`sdkd.plan.BandSetting`) and the loss it trains with.
 
-    key: str
-    setting: str
-    cutoffs: tuple[float, ...] | None
-    weights: tuple[float, ...] | None
-    lam: float
-    output_weight: float
-    normalize_bands: bool
-    seeds: tuple[int, ...]
+    The resolution from config lives in :mod:`sdkd.plan`, which the Snakefile imports
+    without torch; this subclass only adds :meth:`loss`.
+    """
 
     def loss(self, *, student_channels: int, teacher_channels: int) -> DistillLoss:
         """The distillation objective of this setting (ground truth + λ · KD)."""
@@ -48,30 +44,8 @@ class BandSetting:
 
 
 def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
-    """Resolve ``distill.settings[key]`` with the block's defaults."""
-    settings = distill["settings"]
-    if key not in settings:
-        raise SdkdError(
-            f"unknown band setting {key!r}: config defines {', '.join(settings)}"
-        )
-    entry = settings[key]
-    setting = entry.get("setting", key)
-    if setting not in SETTINGS:
-        raise SdkdError(
-            f"distill.settings.{key}: {key!r} is not a method ({', '.join(SETTINGS)}); "
-            "name the method with `setting:` to make it a variant"
-        )
-    cutoffs, weights = entry.get("cutoffs"), entry.get("weights")
-    return BandSetting(
-        key=key,
-        setting=setting,
-        cutoffs=tuple(cutoffs) if cutoffs is not None else None,
-        weights=tuple(weights) if weights is not None else None,
-        lam=entry.get("lam", distill["lam"]),
-        output_weight=entry.get("output_weight", distill["output_weight"]),
-        normalize_bands=entry.get("normalize_bands", distill["normalize_bands"]),
-        seeds=tuple(entry.get("seeds", distill["seeds"])),
-    )
+    """Resolve ``distill.settings[key]`` with the block's defaults (see sdkd.plan)."""
+    return BandSetting(**plan.band_setting(distill, key).values())
 
 
 def check_settings(distill: Mapping[str, Any]) -> None:

@@ -85,8 +85,9 @@ import numpy as np
 import pandas as pd
 
 from sdkd.atomic import atomic_path
-from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
+from sdkd.plan import expected_runs
+from sdkd.plan import split_name as split_name  # re-exported: the run grid lives in sdkd.plan
 
 SCHEMA_VERSION = 1
 
@@ -116,46 +117,7 @@ class InvalidEvaluation(SdkdError):
     """An evaluation file that exists but cannot be used (the message says why)."""
 
 
-# ---- expected runs ---------------------------------------------------------------------
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(family, size) of a registry name ``family-size``."""
-    family, _, size = name.rpartition("-")
-    return (family, size) if family else (name, "")
-
-
-def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every run the config asks for, in report order.
-
-    Each entry has the identity columns (``dataset, role, model, family, size, bands,
-    setting, seed``; ``bands``/``setting`` are ``None`` for the teacher) plus
-    ``eval_file``, the evaluation file relative to the eval root, and ``run_dir``, the
-    training folder relative to the results root (it holds ``history.csv``).
-    """
-    teacher = config["models"]["teacher"]
-    settings = [band_setting(config["distill"], key) for key in config["distill"]["settings"]]
-    runs: list[dict[str, Any]] = []
-    for dataset in config["datasets"]:
-        family, size = split_name(teacher)
-        runs.append({
-            "dataset": dataset, "role": "teacher", "model": teacher, "family": family,
-            "size": size, "bands": None, "setting": None, "seed": int(config["seed"]),
-            "eval_file": f"{dataset}/teacher/{teacher}.json",
-            "run_dir": f"teachers/{dataset}/{teacher}",
-        })
-        for student in config["models"]["students"]:
-            family, size = split_name(student)
-            for bs in settings:
-                for seed in bs.seeds:
-                    runs.append({
-                        "dataset": dataset, "role": "student", "model": student,
-                        "family": family, "size": size, "bands": bs.key,
-                        "setting": bs.setting, "seed": int(seed),
-                        "eval_file": f"{dataset}/{student}/{bs.key}/seed-{seed}.json",
-                        "run_dir": f"students/{dataset}/{student}/{bs.key}/seed-{seed}",
-                    })
-    return runs
+# ---- expected runs (sdkd.plan: expected_runs, split_name) -------------------------------
 
 
 def run_label(run: Mapping[str, Any]) -> str:

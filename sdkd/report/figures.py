@@ -53,6 +53,7 @@ from matplotlib import ticker
 from matplotlib.lines import Line2D
 
 from sdkd.atomic import atomic_path
+from sdkd.plan import MANIFEST, figure_files, figure_plan
 from sdkd.report.aggregate import (
     InvalidEvaluation,
     band_errors,
@@ -63,7 +64,6 @@ from sdkd.report.aggregate import (
 )
 
 DPI = 110
-MANIFEST = "figures.json"
 TEACHER_COLOUR = "#000000"
 TRUTH_COLOUR = "#b5b5b5"
 NONE_COLOUR = "#7a7a7a"
@@ -764,37 +764,27 @@ def _cost(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.
     return fig, caption
 
 
+def _gain_figure(res: _Results, palette: Mapping[str, Any],
+                 metric: str) -> tuple[plt.Figure, str]:
+    return _gain(metric)(res, palette)
+
+
+# Figure kind (sdkd.plan.FIGURE_KINDS) → the function that draws it.
+_BUILDERS: dict[str, Callable[..., tuple[plt.Figure, str]]] = {
+    "gain": _gain_figure,
+    "lead_time": _lead_time,
+    "spectrum": _spectrum_figure,
+    "band_error": _band_figure,
+    "samples": _samples,
+    "training": _training,
+    "cost": _cost,
+}
+
+
 def _specs(config: Mapping[str, Any]) -> list[_Spec]:
-    specs = [
-        _Spec("gain_mse.png", None, "gain", "MSE change vs the plain student", _gain("mse")),
-        _Spec("gain_mae.png", None, "gain", "MAE change vs the plain student", _gain("mae")),
-    ]
-    for dataset in config["datasets"]:
-        specs += [
-            _Spec(f"lead_time_{dataset}.png", dataset, "lead_time",
-                  f"{dataset}: error per lead time", _lead_time, (dataset,)),
-            _Spec(f"spectrum_{dataset}.png", dataset, "spectrum",
-                  f"{dataset}: energy spectra", _spectrum_figure, (dataset,)),
-            _Spec(f"band_error_{dataset}.png", dataset, "band_error",
-                  f"{dataset}: error per frequency band", _band_figure, (dataset,)),
-        ]
-        specs += [
-            _Spec(f"samples_{dataset}_{model}.png", dataset, "samples",
-                  f"{dataset}: sample forecast, {model}", _samples, (dataset, model))
-            for model in config["models"]["students"]
-        ]
-        specs += [
-            _Spec(f"training_{dataset}.png", dataset, "training",
-                  f"{dataset}: training curves", _training, (dataset,)),
-            _Spec(f"cost_{dataset}.png", dataset, "cost",
-                  f"{dataset}: accuracy vs cost", _cost, (dataset,)),
-        ]
-    return specs
-
-
-def figure_files(config: Mapping[str, Any]) -> list[str]:
-    """Names of the PNGs :func:`make_figures` writes (fixed by the config), then the manifest."""
-    return [spec.file for spec in _specs(config)] + [MANIFEST]
+    """The figures of :func:`sdkd.plan.figure_plan`, each with its drawing function."""
+    return [_Spec(fig.file, fig.dataset, fig.kind, fig.title, _BUILDERS[fig.kind], fig.args)
+            for fig in figure_plan(config)]
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

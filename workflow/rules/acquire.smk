@@ -3,14 +3,17 @@ rule acquire:
     output:
         "resources/raw/{dataset}/{filename}",
     params:
+        config=CONFIG_FILE,
         dataset=dataset_params,
     log:
         "results/logs/acquire/{dataset}/{filename}.log",
     benchmark:
         "results/benchmarks/acquire/{dataset}/{filename}.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     threads: 2
     resources:
         mem_mb=4000,
     shell:
-        "sdkd --threads {threads} acquire --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --out {output} 2> {log}"
+        "sdkd --threads {threads} acquire --config {params.config}"
+        " --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

@@ -1,32 +1,66 @@
-# Shared helpers of the rule files: the config Snakemake resolved, and the run grid.
+# Shared helpers of the workflow: the config as the sdkd steps see it, the run grid,
+# wildcard constraints and input functions.
+#
+# Only light modules are imported here (sdkd.plan, sdkd.config: the standard library,
+# PyYAML and jsonschema), never torch, pandas or matplotlib, so that Snakemake builds
+# the DAG of a paper-sized grid in about a second.
 
+import json
 import os
+import re
 
 from sdkd.config import raw_filename, write_resolved
-from sdkd.distill.settings import band_setting
-from sdkd.report.aggregate import expected_runs
-from sdkd.report.figures import figure_files
+from sdkd.plan import band_setting, expected_runs, figure_plan
 
 # The sdkd steps read the config Snakemake resolved (files merged, `--config`
-# overrides applied, defaults filled), written once per distinct content.
+# overrides applied, defaults filled), written once per distinct content. Jobs get its
+# path as the `config` param: a pathlib.Path, which Snakemake's params rerun trigger
+# does not record (it records plain values only). What a job depends on is recorded
+# by its other params, the config slices it reads, so a changed key reruns exactly
+# the jobs that use it, not the whole grid.
 CONFIG_FILE = write_resolved(config, ".snakemake/sdkd")
 DATASETS = list(config["datasets"])
+TEACHER = config["models"]["teacher"]
+STUDENTS = list(config["models"]["students"])
+BANDS = list(config["distill"]["settings"])
 RUNS = expected_runs(config)
 # Figures are named by the config (datasets, students), so they can be declared outputs.
-FIGURES = [name for name in figure_files(config) if name != "figures.json"]
+FIGURES = figure_plan(config)
+
+
+def _one_of(names):
+    """A wildcard constraint matching exactly one of ``names``."""
+    return "|".join(re.escape(name) for name in names)
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
-    teacher=r"teacher-[a-z0-9_]+",
-    student=r"[a-z][a-z0-9_]*-[a-z0-9_]+",
-    bands="|".join(config["distill"]["settings"]),
+    dataset=_one_of(DATASETS),
+    filename=r"[^/]+",
+    teacher=_one_of([TEACHER]),
+    student=_one_of(STUDENTS),
+    bands=_one_of(BANDS),
     seed=r"\d+",
+
+
+def canonical(value):
+    """A config slice as a params value that does not depend on key order.
+
+    Snakemake's params trigger compares the text of each value; sorted JSON keeps a
+    reordered (but equal) config from rerunning everything.
+    """
+    return json.dumps(value, sort_keys=True)
 
 
 def dataset_params(wildcards):
     """A dataset's config block: a change to it reruns that dataset's jobs only."""
-    return config["datasets"][wildcards.dataset]
+    return canonical(config["datasets"][wildcards.dataset])
+
+
+def setting_params(key):
+    """What a student run of band setting ``key`` trains with (its seed is a wildcard)."""
+    values = band_setting(config["distill"], key).values()
+    del values["seeds"]
+    return values
 
 
 def raw_path(wildcards):
@@ -39,7 +73,14 @@ def teacher_for_setting(wildcards):
     """The teacher run a band setting distils from (none: no teacher at all)."""
     if band_setting(config["distill"], wildcards.bands).setting == "none":
         return []
-    return f"results/teachers/{wildcards.dataset}/{config['models']['teacher']}/done.json"
+    return f"results/teachers/{wildcards.dataset}/{TEACHER}/done.json"
+
+
+def teacher_checkpoint(wildcards, input):
+    """`--teacher <run folder>/best.pt` when the setting has a teacher, else nothing."""
+    if not input.teacher:
+        return ""
+    return f"--teacher {os.path.dirname(input.teacher)}/best.pt"
 
 
 def evaluation_files(wildcards):
@@ -48,3 +89,33 @@ def evaluation_files(wildcards):
 
 def training_runs(wildcards):
     return [f"results/{run['run_dir']}/done.json" for run in RUNS]
+
+
+def _root(path, relative):
+    """The folder ``path`` lies in once its grid-relative part ``relative`` is taken off."""
+    path = os.path.normpath(path)
+    suffix = os.sep + os.path.normpath(relative)
+    if not path.endswith(suffix):
+        raise ValueError(f"{path} does not end with {relative}")
+    return path[: -len(suffix)]
+
+
+def eval_root(wildcards, input):
+    """results/eval, as the rule's inputs name it (storage-prefixed or not)."""
+    return _root(input.evals[0], RUNS[0]["eval_file"])
+
+
+def runs_root(wildcards, input):
+    """results, the folder holding teachers/ and students/, from the rule's inputs."""
+    return _root(input.runs[0], f"{RUNS[0]['run_dir']}/done.json")
+
+
+def figure_output(figure):
+    """A figure of the figures job, flagged for `snakemake --report` with its caption."""
+    return report(
+        f"results/figures/{figure.file}",
+        caption=f"../report/{figure.kind}.rst",
+        category="Figures",
+        subcategory=figure.dataset or "all datasets",
+        labels={"figure": figure.title, "kind": figure.kind},
+    )

@@ -6,25 +6,28 @@ rule distill:
     output:
         "results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
     params:
-        run=lambda w: f"results/students/{w.dataset}/{w.student}/{w.bands}/seed-{w.seed}",
-        teacher=lambda w, input: (
-            f"--teacher {os.path.dirname(input.teacher)}/best.pt" if input.teacher else ""
+        config=CONFIG_FILE,
+        run=lambda w, output: os.path.dirname(output[0]),
+        teacher=teacher_checkpoint,
+        settings=lambda w: canonical(
+            [
+                config["models"]["student_overrides"],
+                config["training"]["student"],
+                setting_params(w.bands),
+            ]
         ),
-        settings=lambda w: [
-            config["models"]["student_overrides"],
-            config["training"]["student"],
-            config["distill"]["settings"][w.bands],
-        ],
     log:
         "results/logs/distill/{dataset}/{student}/{bands}/seed-{seed}.log",
     benchmark:
         "results/benchmarks/distill/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     threads: 2
     resources:
         gpu=1,
-        mem_mb=4000,
+        mem_mb=8000,
     shell:
-        "sdkd --threads {threads} distill --config {CONFIG_FILE}"
+        "sdkd --threads {threads} distill --config {params.config}"
         " --dataset {wildcards.dataset} --data {input.data} {params.teacher}"
         " --student {wildcards.student} --bands {wildcards.bands} --seed {wildcards.seed}"
-        " --out {params.run} 2> {log}"
+        " --out {params.run} > {log} 2>&1"

@@ -6,17 +6,22 @@ rule evaluate_teacher:
     output:
         "results/eval/{dataset}/teacher/{teacher}.json",
     params:
-        settings=lambda w: config["evaluate"],
+        config=CONFIG_FILE,
+        run=lambda w, input: os.path.dirname(input.run),
+        settings=lambda w: canonical(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/teacher/{teacher}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/teacher/{teacher}.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     threads: 2
     resources:
         mem_mb=4000,
     shell:
-        "sdkd --threads {threads} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --data {input.data} --run $(dirname {input.run}) --out {output} 2> {log}"
+        "sdkd --threads {threads} evaluate --config {params.config}"
+        " --dataset {wildcards.dataset} --data {input.data} --run {params.run}"
+        " --out {output} > {log} 2>&1"
 
 
 rule evaluate_student:
@@ -27,14 +32,19 @@ rule evaluate_student:
     output:
         "results/eval/{dataset}/{student}/{bands}/seed-{seed}.json",
     params:
-        settings=lambda w: config["evaluate"],
+        config=CONFIG_FILE,
+        run=lambda w, input: os.path.dirname(input.run),
+        settings=lambda w: canonical(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/{student}/{bands}/seed-{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     threads: 2
     resources:
         mem_mb=4000,
     shell:
-        "sdkd --threads {threads} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --data {input.data} --run $(dirname {input.run}) --out {output} 2> {log}"
+        "sdkd --threads {threads} evaluate --config {params.config}"
+        " --dataset {wildcards.dataset} --data {input.data} --run {params.run}"
+        " --out {output} > {log} 2>&1"

@@ -5,14 +5,17 @@ rule preprocess:
     output:
         "results/data/{dataset}.h5",
     params:
+        config=CONFIG_FILE,
         dataset=dataset_params,
     log:
         "results/logs/preprocess/{dataset}.log",
     benchmark:
         "results/benchmarks/preprocess/{dataset}.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
     shell:
-        "sdkd --threads {threads} preprocess --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --raw {input} --out {output} 2> {log}"
+        "sdkd --threads {threads} preprocess --config {params.config}"
+        " --dataset {wildcards.dataset} --raw {input} --out {output} > {log} 2>&1"

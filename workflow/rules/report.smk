@@ -1,34 +1,61 @@
+# The light end of the DAG (tables, figures, the HTML page): run by Snakemake itself,
+# never submitted to a cluster.
+localrules:
+    aggregate,
+    figures,
+    report,
+
+
 rule aggregate:
     """All evaluation files → one table (a row per expected run) and the headline numbers."""
     input:
-        evaluation_files,
+        evals=evaluation_files,
     output:
-        table="results/tables/metrics.csv",
+        table=report(
+            "results/tables/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Tables",
+            labels={"table": "metrics of every run"},
+        ),
         summary="results/tables/summary.json",
+    params:
+        config=CONFIG_FILE,
+        eval_root=eval_root,
     log:
         "results/logs/aggregate.log",
     benchmark:
         "results/benchmarks/aggregate.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     shell:
-        "sdkd aggregate --config {CONFIG_FILE} --eval-root results/eval"
-        " --out {output.table} --summary {output.summary} 2> {log}"
+        "sdkd aggregate --config {params.config} --eval-root {params.eval_root}"
+        " --out {output.table} --summary {output.summary} > {log} 2>&1"
 
 
 rule figures:
     """The report's figures, each with a caption in figures.json."""
     input:
         table="results/tables/metrics.csv",
+        evals=evaluation_files,
         runs=training_runs,
     output:
         manifest="results/figures/figures.json",
-        images=expand("results/figures/{name}", name=FIGURES),
+        images=[figure_output(figure) for figure in FIGURES],
+    params:
+        config=CONFIG_FILE,
+        eval_root=eval_root,
+        runs_root=runs_root,
+        out_dir=lambda w, output: os.path.dirname(output.manifest),
     log:
         "results/logs/figures.log",
     benchmark:
         "results/benchmarks/figures.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     shell:
-        "sdkd figures --config {CONFIG_FILE} --metrics {input.table} --eval-root results/eval"
-        " --runs-root results --out-dir results/figures 2> {log}"
+        "sdkd figures --config {params.config} --metrics {input.table}"
+        " --eval-root {params.eval_root} --runs-root {params.runs_root}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule report:
@@ -37,13 +64,20 @@ rule report:
         table="results/tables/metrics.csv",
         summary="results/tables/summary.json",
         manifest="results/figures/figures.json",
+        images=[f"results/figures/{figure.file}" for figure in FIGURES],
         data=expand("results/data/{dataset}.h5", dataset=DATASETS),
     output:
         "results/report.html",
+    params:
+        config=CONFIG_FILE,
+        figures=lambda w, input: os.path.dirname(input.manifest),
     log:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     shell:
-        "sdkd report --config {CONFIG_FILE} --metrics {input.table} --summary {input.summary}"
-        " --figures results/figures --data {input.data} --out {output} 2> {log}"
+        "sdkd report --config {params.config} --metrics {input.table}"
+        " --summary {input.summary} --figures {params.figures} --data {input.data}"
+        " --out {output} > {log} 2>&1"

@@ -8,16 +8,26 @@ rule train_teacher:
         # checkpoint a rerun resumes from.
         "results/teachers/{dataset}/{teacher}/done.json",
     params:
-        run=lambda w: f"results/teachers/{w.dataset}/{w.teacher}",
-        settings=lambda w: [config["models"], config["training"]["teacher"]],
+        config=CONFIG_FILE,
+        run=lambda w, output: os.path.dirname(output[0]),
+        settings=lambda w: canonical(
+            [
+                config["seed"],
+                TEACHER,
+                config["models"]["teacher_overrides"],
+                config["training"]["teacher"],
+            ]
+        ),
     log:
         "results/logs/train_teacher/{dataset}/{teacher}.log",
     benchmark:
         "results/benchmarks/train_teacher/{dataset}/{teacher}.tsv"
+    conda:
+        "../envs/sdkd.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
     shell:
-        "sdkd --threads {threads} train-teacher --config {CONFIG_FILE}"
-        " --dataset {wildcards.dataset} --data {input.data} --out {params.run} 2> {log}"
+        "sdkd --threads {threads} train-teacher --config {params.config}"
+        " --dataset {wildcards.dataset} --data {input.data} --out {params.run} > {log} 2>&1"

@@ -1,0 +1,196 @@
+"""The run grid of a config: which runs and which figures it asks for, nothing else.
+
+This module is what the Snakefile imports to build its DAG (``workflow/rules/common.smk``),
+so it must stay light: the standard library only, no numpy, pandas, matplotlib or
+torch. ``sdkd -n``-style planning of a paper-sized grid then costs milliseconds, not the
+seconds those imports take. The heavy modules build on it:
+
+- :func:`band_setting` resolves one ``distill.settings`` key (the method named by the
+  key or by ``setting:``, cutoffs, weights, and ``lam``/``output_weight``/
+  ``normalize_bands``/``seeds`` with the ``distill`` block's defaults);
+  :mod:`sdkd.distill.settings` adds the loss it trains with.
+- :func:`expected_runs` lists every run (teacher and students × band settings × seeds)
+  in report order; :mod:`sdkd.report.aggregate` makes its table from it.
+- :func:`figure_plan` / :func:`figure_files` name the report's figures;
+  :mod:`sdkd.report.figures` draws them.
+
+The config is the validated one (schema defaults filled, as ``sdkd.config.validate``
+and the Snakefile's ``validate`` leave it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sdkd.errors import SdkdError
+
+# The methods a band setting can name (DESIGN.md, "Band settings"); the same tuple as
+# sdkd.distill.losses.SETTINGS, kept here so that planning does not import torch
+# (tests/test_snakefile.py checks that the two agree).
+SETTINGS = ("none", "low", "high", "dual", "multi", "output", "fitnet")
+
+# The figure manifest written beside the PNGs (sdkd.report.figures).
+MANIFEST = "figures.json"
+
+# Figure kinds, in the order of the report; workflow/report/<kind>.rst captions each.
+FIGURE_KINDS = ("gain", "lead_time", "spectrum", "band_error", "samples", "training", "cost")
+
+
+# ---- band settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandSetting:
+    """One resolved ``distill.settings`` entry (see :func:`band_setting`)."""
+
+    key: str
+    setting: str
+    cutoffs: tuple[float, ...] | None
+    weights: tuple[float, ...] | None
+    lam: float
+    output_weight: float
+    normalize_bands: bool
+    seeds: tuple[int, ...]
+
+    def values(self) -> dict[str, Any]:
+        """The fields as keyword arguments (to build a subclass from a plain setting)."""
+        return {f.name: getattr(self, f.name) for f in fields(BandSetting)}
+
+
+def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
+    """Resolve ``distill.settings[key]`` with the ``distill`` block's defaults.
+
+    The key is the method itself (``none``, ``low``, ``high``, ``dual``, ``multi``,
+    ``output``, ``fitnet``) or, with ``setting:``, a named variant of one (``dual_c8:
+    {setting: dual, cutoffs: [8]}``).
+
+    Raises:
+        SdkdError: for an unknown key, or a key that names no method and gives no
+            ``setting:``.
+    """
+    settings = distill["settings"]
+    if key not in settings:
+        raise SdkdError(
+            f"unknown band setting {key!r}: config defines {', '.join(settings)}"
+        )
+    entry = settings[key]
+    setting = entry.get("setting", key)
+    if setting not in SETTINGS:
+        raise SdkdError(
+            f"distill.settings.{key}: {key!r} is not a method ({', '.join(SETTINGS)}); "
+            "name the method with `setting:` to make it a variant"
+        )
+    cutoffs, weights = entry.get("cutoffs"), entry.get("weights")
+    return BandSetting(
+        key=key,
+        setting=setting,
+        cutoffs=tuple(cutoffs) if cutoffs is not None else None,
+        weights=tuple(weights) if weights is not None else None,
+        lam=entry.get("lam", distill["lam"]),
+        output_weight=entry.get("output_weight", distill["output_weight"]),
+        normalize_bands=entry.get("normalize_bands", distill["normalize_bands"]),
+        seeds=tuple(entry.get("seeds", distill["seeds"])),
+    )
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(family, size) of a registry name ``family-size``."""
+    family, _, size = name.rpartition("-")
+    return (family, size) if family else (name, "")
+
+
+def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every run the config asks for, in report order.
+
+    Per dataset: the teacher, then each student × band setting × seed. Each entry has
+    the identity columns (``dataset, role, model, family, size, bands, setting, seed``;
+    ``bands``/``setting`` are ``None`` for the teacher, whose seed is the config's
+    top-level ``seed``) plus ``eval_file``, the evaluation file relative to the eval
+    root, and ``run_dir``, the training folder relative to the results root (it holds
+    ``done.json``, ``best.pt`` and ``history.csv``).
+    """
+    teacher = config["models"]["teacher"]
+    settings = [band_setting(config["distill"], key) for key in config["distill"]["settings"]]
+    runs: list[dict[str, Any]] = []
+    for dataset in config["datasets"]:
+        family, size = split_name(teacher)
+        runs.append({
+            "dataset": dataset, "role": "teacher", "model": teacher, "family": family,
+            "size": size, "bands": None, "setting": None, "seed": int(config["seed"]),
+            "eval_file": f"{dataset}/teacher/{teacher}.json",
+            "run_dir": f"teachers/{dataset}/{teacher}",
+        })
+        for student in config["models"]["students"]:
+            family, size = split_name(student)
+            for bs in settings:
+                for seed in bs.seeds:
+                    runs.append({
+                        "dataset": dataset, "role": "student", "model": student,
+                        "family": family, "size": size, "bands": bs.key,
+                        "setting": bs.setting, "seed": int(seed),
+                        "eval_file": f"{dataset}/{student}/{bs.key}/seed-{seed}.json",
+                        "run_dir": f"students/{dataset}/{student}/{bs.key}/seed-{seed}",
+                    })
+    return runs
+
+
+# ---- figures ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FigurePlan:
+    """One figure the config asks for: its file name in the figures folder, the dataset
+    it shows (``None`` for figures over all datasets), its kind (:data:`FIGURE_KINDS`),
+    its title, and the arguments its drawing function takes after the results
+    (``(metric,)`` for ``gain``, ``(dataset,)`` or ``(dataset, student)`` otherwise)."""
+
+    file: str
+    dataset: str | None
+    kind: str
+    title: str
+    args: tuple[Any, ...] = ()
+
+
+def figure_plan(config: Mapping[str, Any]) -> list[FigurePlan]:
+    """The report's figures, in report order (names depend on the config only)."""
+    plan = [
+        FigurePlan("gain_mse.png", None, "gain", "MSE change vs the plain student", ("mse",)),
+        FigurePlan("gain_mae.png", None, "gain", "MAE change vs the plain student", ("mae",)),
+    ]
+    for dataset in config["datasets"]:
+        plan += [
+            FigurePlan(f"lead_time_{dataset}.png", dataset, "lead_time",
+                       f"{dataset}: error per lead time", (dataset,)),
+            FigurePlan(f"spectrum_{dataset}.png", dataset, "spectrum",
+                       f"{dataset}: energy spectra", (dataset,)),
+            FigurePlan(f"band_error_{dataset}.png", dataset, "band_error",
+                       f"{dataset}: error per frequency band", (dataset,)),
+        ]
+        plan += [
+            FigurePlan(f"samples_{dataset}_{model}.png", dataset, "samples",
+                       f"{dataset}: sample forecast, {model}", (dataset, model))
+            for model in config["models"]["students"]
+        ]
+        plan += [
+            FigurePlan(f"training_{dataset}.png", dataset, "training",
+                       f"{dataset}: training curves", (dataset,)),
+            FigurePlan(f"cost_{dataset}.png", dataset, "cost",
+                       f"{dataset}: accuracy vs cost", (dataset,)),
+        ]
+    return plan
+
+
+def figure_files(config: Mapping[str, Any]) -> list[str]:
+    """Names of the PNGs ``sdkd figures`` writes (fixed by the config), then the manifest."""
+    return [figure.file for figure in figure_plan(config)] + [MANIFEST]
+
+
+__all__ = [
+    "FIGURE_KINDS", "MANIFEST", "SETTINGS", "BandSetting", "FigurePlan", "band_setting",
+    "expected_runs", "figure_files", "figure_plan", "split_name",
+]

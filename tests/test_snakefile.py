@@ -1,0 +1,215 @@
+"""The Snakefile itself: job counts of every config, lint, profiles, the light run grid.
+
+Every Snakemake call runs in a temporary copy of Snakefile, workflow/ and config/, so
+no results/ exist there and nothing is written into the project.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdkd import plan
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (ROOT / "config").glob("*.yaml"))
+GPU_RULES = {"train_teacher", "distill"}
+HEAVY_MODULES = ("torch", "numpy", "pandas", "matplotlib", "seaborn", "h5py", "scipy")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("snakefile")
+    for name in ("Snakefile", "workflow", "config"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name)
+        else:
+            shutil.copy(source, work / name)
+    return work
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    # rules find `sdkd` beside this interpreter
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+        capture_output=True, text=True, check=False, timeout=300,
+    )
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule → job count (without the total)."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # title, header, rule line
+    counts = {}
+    for line in lines[start:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    assert counts.pop("total") == sum(counts.values())
+    return counts
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    """Jobs per rule, from the config grid alone (schema default: seeds [0])."""
+    distill = config["distill"]
+    default_seeds = distill.get("seeds", [0])
+    seeds = sum(len(entry.get("seeds", default_seeds)) for entry in distill["settings"].values())
+    datasets = len(config["datasets"])
+    students = datasets * len(config["models"]["students"]) * seeds
+    per_dataset = ("acquire", "preprocess", "train_teacher", "evaluate_teacher")
+    once = ("aggregate", "figures", "report", "all")
+    return {
+        **dict.fromkeys(per_dataset, datasets),
+        "distill": students,
+        "evaluate_student": students,
+        **dict.fromkeys(once, 1),
+    }
+
+
+def resources(output: str, rule: str) -> list[dict[str, str]]:
+    """The `resources:` of every job of ``rule`` in a dry run's job listing."""
+    found = []
+    for block in output.split("\n\n"):
+        if re.search(rf"^(local)?rule {rule}:$", block, re.M):
+            line = re.search(r"^\s+resources: (.*)$", block, re.M)[1]
+            found.append(dict(item.split("=", 1) for item in line.split(", ")))
+    return found
+
+
+# ---- job counts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_lists_the_config_grid(workdir, name):
+    config = yaml.safe_load((workdir / "config" / name).read_text())
+    started = time.perf_counter()
+    result = snakemake(workdir, "-n", "--quiet", "rules", "--configfile", f"config/{name}")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_stats(result.stdout + result.stderr) == expected_counts(config)
+    # The DAG of the paper's grid (hundreds of jobs) is built in a few seconds; this
+    # bound is loose on purpose (shared CI machines), it catches heavy imports.
+    assert elapsed < 30, f"snakemake -n took {elapsed:.1f} s on {name}"
+
+
+def test_paper_config_is_the_paper_grid():
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    ns = config["datasets"]["navier_stokes"]
+    assert ns["simulate"]["viscosity"] == 1e-5
+    assert ns["simulate"]["n_trajectories"] == 1200
+    assert (ns["simulate"]["resolution"], ns["simulate"]["n_records"]) == (64, 20)
+    assert ns["split"] == {"train": 1000, "val": 100, "test": 100}
+    assert (ns["in_steps"], ns["out_steps"]) == (10, 10)
+    assert config["models"]["teacher"] == "teacher-paper"
+    assert {plan.split_name(s) for s in config["models"]["students"]} == {
+        (family, size) for family in ("unet", "resnet", "mixer") for size in "sml"
+    }
+    assert set(config["distill"]["settings"]) == set(plan.SETTINGS)
+
+
+# ---- lint and report ----------------------------------------------------------------------
+
+
+def test_lint_is_clean(workdir):
+    result = snakemake(workdir, "--lint")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Lints for" not in output, output[-3000:]
+
+
+def test_every_figure_kind_has_a_caption():
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert {figure.kind for figure in plan.figure_plan(config)} == set(plan.FIGURE_KINDS)
+    for name in (*plan.FIGURE_KINDS, "metrics", "workflow"):
+        assert (ROOT / "workflow/report" / f"{name}.rst").read_text().strip()
+
+
+# ---- profiles -----------------------------------------------------------------------------
+
+
+def test_slurm_profile_maps_gpus(workdir):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    # A dry run needs no sbatch: the profile is parsed and resources are set, nothing
+    # is submitted.
+    result = snakemake(workdir, "--profile", "workflow/profiles/slurm", "-n",
+                       "--configfile", "config/smoke.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    class Job:
+        def __init__(self, res: dict[str, str]) -> None:
+            self.resources = Resources(res)
+
+    for rule in ("train_teacher", "distill", "preprocess"):
+        jobs = resources(output, rule)
+        assert jobs, f"no {rule} job in the dry run"
+        for res in jobs:
+            if rule in GPU_RULES:
+                assert res["gpu"] == "1" and res["slurm_partition"] == "gpu"
+                assert "gres" not in res  # the plugin refuses gpu and gres together
+                assert set_gres_string(Job(res)).strip() == "--gpus=1"
+            else:
+                assert "gpu" not in res and res["slurm_partition"] == "cpu"
+                assert set_gres_string(Job(res)) == ""
+
+
+def test_kubernetes_profile_names_the_gpu_maker():
+    profile = yaml.safe_load((ROOT / "workflow/profiles/kubernetes/config.yaml").read_text())
+    assert profile["executor"] == "kubernetes"
+    assert profile["default-storage-provider"] and profile["default-storage-prefix"]
+    # the plugin stops on a `gpu` resource without gpu_manufacturer
+    for rule in GPU_RULES:
+        assert profile["set-resources"][rule]["gpu_manufacturer"] in ("nvidia", "amd")
+
+
+def test_gpu_rules_are_the_profiles_gpu_rules():
+    declared = set()
+    for path in (ROOT / "workflow/rules").glob("*.smk"):
+        for match in re.finditer(r"^rule (\w+):.*?(?=^rule |\Z)", path.read_text(), re.M | re.S):
+            if re.search(r"^\s+gpu=1,$", match[0], re.M):
+                declared.add(match[1])
+    assert declared == GPU_RULES
+
+
+# ---- the run grid is light ----------------------------------------------------------------
+
+
+def test_workflow_imports_only_light_modules():
+    code = (
+        "import sys, sdkd.plan, sdkd.config\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == ""
+    for path in [ROOT / "Snakefile", *(ROOT / "workflow/rules").glob("*.smk")]:
+        for module in re.findall(r"^\s*(?:from|import) (sdkd[\w.]*)", path.read_text(), re.M):
+            assert module in ("sdkd.plan", "sdkd.config"), f"{path.name} imports {module}"
+
+
+def test_plan_agrees_with_the_losses():
+    from sdkd.distill import losses, settings
+
+    assert plan.SETTINGS == losses.SETTINGS
+    distill = {"lam": 0.5, "output_weight": 2.0, "normalize_bands": False, "seeds": [3],
+               "settings": {"dual_c8": {"setting": "dual", "cutoffs": [8], "seeds": [1, 2]}}}
+    resolved = settings.band_setting(distill, "dual_c8")
+    assert isinstance(resolved, plan.BandSetting)
+    assert resolved.values() == plan.band_setting(distill, "dual_c8").values()
+    assert resolved.setting == "dual" and resolved.seeds == (1, 2) and resolved.lam == 0.5
