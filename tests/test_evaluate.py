@@ -222,7 +222,7 @@ def test_read_evaluation_rejects_old_or_incomplete_files(runs, tmp_path):
         read_evaluation(partial)
     assert str(partial) in str(info.value)
 
-    for text, match in (("{not json", "not a readable"), ("[1]", "expected a JSON object")):
+    for text, match in (("{not json", "not valid JSON"), ("[1]", "expected a JSON object")):
         partial.write_text(text)
         with pytest.raises(SdkdError, match=match):
             read_evaluation(partial)

@@ -51,6 +51,7 @@ from sdkd.distill.bands import SpectralBands
 from sdkd.errors import SdkdError
 from sdkd.evaluate.metrics import ForecastMetrics
 from sdkd.evaluate.spectra import SpectrumAccumulator
+from sdkd.jsonfile import read_json
 from sdkd.models import build_from_spec, count_parameters, flops_per_sample
 from sdkd.models.base import ForecastModel
 from sdkd.train.checkpoint import load_checkpoint, sub_state_dict
@@ -399,12 +400,7 @@ def evaluate_run(
 def read_evaluation(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an evaluation file, checking its schema version and that every key is there."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SdkdError(f"{path}: evaluation file not found; run sdkd evaluate") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SdkdError(f"{path}: not a readable evaluation JSON file ({exc})") from None
+    data = read_json(path, what="evaluation file", hint="run sdkd evaluate")
     if not isinstance(data, dict):
         raise SdkdError(f"{path}: expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")

@@ -86,6 +86,7 @@ import pandas as pd
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
+from sdkd.jsonfile import read_json
 from sdkd.plan import expected_runs
 from sdkd.plan import split_name as split_name  # re-exported: the run grid lives in sdkd.plan
 
@@ -155,16 +156,7 @@ def load_evaluation(path: str | Path, expect: Mapping[str, Any] | None = None) -
         InvalidEvaluation: naming ``path`` and what is wrong.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidEvaluation(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidEvaluation(
-            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from None
+    doc = read_json(path, what="evaluation file", error=InvalidEvaluation)
     if not isinstance(doc, dict):
         raise InvalidEvaluation(f"{path}: expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version")

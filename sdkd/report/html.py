@@ -71,6 +71,7 @@ from pandas.io.formats.style import Styler
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
+from sdkd.jsonfile import read_json
 from sdkd.report.aggregate import (
     InvalidEvaluation,
     band_errors,
@@ -155,16 +156,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _read_summary(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SdkdError(f"{path}: summary not found; run `sdkd aggregate` first") from None
-    except OSError as exc:
-        raise SdkdError(f"{path}: cannot read the summary ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise SdkdError(
-            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from None
+    doc = read_json(path, what="summary", hint="run `sdkd aggregate` first")
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), dict):
         raise SdkdError(f"{path}: not a summary.json of `sdkd aggregate` (no `datasets` object)")
     if doc.get("schema_version") != 1:
@@ -184,16 +176,7 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 def _read_figures(figures_dir: Path) -> list[dict[str, Any]]:
     """The manifest's entries, each with its PNG embedded (``src``, ``width``, ``height``)."""
     path = figures_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SdkdError(f"{path}: figure manifest not found; run `sdkd figures` first") from None
-    except OSError as exc:
-        raise SdkdError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise SdkdError(
-            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from None
+    manifest = read_json(path, what="figure manifest", hint="run `sdkd figures` first")
     if not isinstance(manifest, list):
         raise SdkdError(f"{path}: expected a JSON list of figures, got {type(manifest).__name__}")
     figures = []
