@@ -357,7 +357,11 @@ def _gain(metric: str) -> Builder:
         if not drawn:
             plt.close(fig)
             raise _NoData(unavailable(res.runs(role="student")))
-        fig.suptitle(f"Test {label} of each band setting relative to the plain student")
+        # narrow (one-student) figures wrap the title instead of cutting it off
+        width_chars = max(30, int(fig.get_figwidth() * 9))
+        fig.suptitle(textwrap.fill(
+            f"Test {label} of each band setting relative to the plain student", width_chars
+        ))
         caption = (
             f"Change of the test {label} (physical units, per pixel) of each band setting "
             f"and KD baseline relative to the plain student `{none_key}` of the same model "
