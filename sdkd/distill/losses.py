@@ -86,10 +86,10 @@ from torch import nn
 
 from sdkd.distill.bands import SpectralBands, validate_cutoffs
 from sdkd.errors import SdkdError
+from sdkd.plan import SETTINGS
 
 __all__ = ["FREQUENCY_SETTINGS", "SETTINGS", "DistillLoss"]
 
-SETTINGS = ("none", "low", "high", "dual", "multi", "output", "fitnet")
 FREQUENCY_SETTINGS = ("low", "high", "dual", "multi")
 _USES_LATENT = (*FREQUENCY_SETTINGS, "fitnet")
 
