@@ -84,6 +84,26 @@ def test_every_band_setting_trains(teacher_run, tmp_path, bands):
     assert bands in SETTINGS
 
 
+@pytest.mark.parametrize("bands", ["dual", "output"])
+def test_cached_teacher_forecasts_train_like_the_live_teacher(teacher_run, tmp_path, bands,
+                                                              caplog):
+    """The teacher's forecasts computed once give the run a teacher at every step gives."""
+    config, data, teacher_dir, _ = teacher_run
+    histories = {}
+    for cache_mb in (4096, 0):
+        cfg = {**config, "distill": {**config["distill"], "teacher_cache_mb": cache_mb}}
+        out = tmp_path / f"cache-{cache_mb}"
+        with caplog.at_level("INFO", logger="sdkd.distill.cache"):
+            distill_student(cfg, "toy", data, teacher_dir / "best.pt", "unet-s", bands, 0, out,
+                            device="cpu")
+        histories[cache_mb] = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert "computed once" in caplog.text
+    assert "runs at every step instead" in caplog.text  # the 0 MB budget
+    cached, live = histories[4096], histories[0]
+    for name in ("train_total", "val_gt", "val_kd"):
+        np.testing.assert_allclose(cached[name], live[name], rtol=1e-4, atol=1e-7)
+
+
 def test_none_needs_no_teacher(teacher_run, tmp_path):
     config, data, _, _ = teacher_run
     distill_student(config, "toy", data, None, "resnet-s", "none", 1, tmp_path / "n",

@@ -280,8 +280,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None)
         for step, (x, y) in enumerate(bar, start=1):
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
+            x, y = _to_device(x, device), _to_device(y, device)
             with autocast:
                 loss, terms = step_fn(model, x, y)
             term_names = _check_terms(term_names, terms, loss, epoch, step)
@@ -448,8 +447,7 @@ def _evaluate(
     model.eval()
     sums, seen = None, 0
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
+        x, y = _to_device(x, device), _to_device(y, device)
         with autocast:
             loss, terms = step_fn(model, x, y)
         row = _row(loss, terms, loss.new_zeros(())) * x.shape[0]
@@ -457,6 +455,13 @@ def _evaluate(
         seen += x.shape[0]
     assert sums is not None
     return (sums[:-1] / seen).tolist()
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """A batch tensor, or a tuple of them (targets with cached teacher forecasts), on device."""
+    if isinstance(batch, tuple | list):
+        return tuple(_to_device(b, device) for b in batch)
+    return batch.to(device, non_blocking=True)
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:

@@ -28,10 +28,11 @@ from torch import Tensor, nn
 
 from sdkd.atomic import atomic_path
 from sdkd.data.dataset import ForecastWindows
+from sdkd.distill.cache import with_teacher_forecasts
 from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
 from sdkd.models import build_from_spec, build_model, model_spec
-from sdkd.models.base import ForecastModel
+from sdkd.models.base import Forecast, ForecastModel
 from sdkd.train.checkpoint import load_checkpoint
 from sdkd.train.engine import TrainConfig, TrainResult, fit
 from sdkd.train.lease import gpu_lease
@@ -164,9 +165,12 @@ def distill_student(
              "teacher": str(teacher_path) if teacher else None}
     _write_config(config, out_dir)
 
-    def loss_fn(modules: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss_fn(modules: nn.Module, x: Tensor, y: Any) -> tuple[Tensor, dict[str, Tensor]]:
         reference = None
-        if teacher is not None:
+        if isinstance(y, tuple):  # the teacher's forecast, computed once (sdkd.distill.cache)
+            y, prediction, feature = y
+            reference = Forecast(prediction, {kd.feature: feature})
+        elif teacher is not None:
             with torch.no_grad():
                 reference = teacher(x)
         return modules["kd"](modules["student"](x), reference, y)
@@ -174,6 +178,17 @@ def distill_student(
     with _device_lease(device) as lease:
         if teacher is not None:
             teacher.to(lease.device)
+            # The teacher's forecasts of both splits, once, if they fit in the budget.
+            budget, cached = config["distill"]["teacher_cache_mb"], []
+            for split in (train_set, val_set):
+                done = with_teacher_forecasts(split, teacher, kd.feature, device=lease.device,
+                                              batch_size=training["batch_size"], limit_mb=budget)
+                if done is None:
+                    break
+                cached.append(done)
+                budget -= done.megabytes
+            else:
+                train_set, val_set = cached
         log.info("student %s (%s, seed %d) on %s: %d parameters", student, bands, seed,
                  lease.device, model.num_parameters())
         return fit(trainable, loss_fn, train_set, val_set, train_config(training, seed), out_dir,

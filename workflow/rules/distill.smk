@@ -22,7 +22,9 @@ rule distill:
         "results/benchmarks/distill/{dataset}/{student}/{bands}/seed-{seed}.tsv"
     conda:
         "../envs/sdkd.yaml"
-    threads: 2
+    # Students are small: one thread per job and jobs side by side use a CPU's cores
+    # better than two threads per job (`--set-threads distill=N` to change).
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
