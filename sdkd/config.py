@@ -85,8 +85,28 @@ def validate(config: dict[str, Any], *, source: str = "config") -> dict[str, Any
         raise SdkdError(f"{source}: {_describe(error)}")
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, source)
+        _check_grid(name, dataset, config, source)
     _check_experiment(config, source)
     return config
+
+
+def _check_grid(name: str, dataset: dict[str, Any], config: dict[str, Any], source: str) -> None:
+    """A dataset's `students:`/`settings:` subset names only what the config defines.
+
+    The schema has already rejected empty lists and repeated names; what it cannot see
+    is whether each name exists in ``models.students`` / ``distill.settings``.
+    """
+    known = {
+        "students": ("models.students", list(config["models"]["students"])),
+        "settings": ("distill.settings", list(config["distill"]["settings"])),
+    }
+    for key, (where, names) in known.items():
+        for chosen in dataset.get(key) or ():
+            if chosen not in names:
+                raise SdkdError(
+                    f"{source}: datasets.{name}.{key}: {chosen!r} is not in {where} "
+                    f"({', '.join(names)})"
+                )
 
 
 def _check_experiment(config: dict[str, Any], source: str) -> None:

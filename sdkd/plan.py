@@ -9,6 +9,8 @@ seconds those imports take. The heavy modules build on it:
   key or by ``setting:``, cutoffs, weights, and ``lam``/``output_weight``/
   ``normalize_bands``/``seeds`` with the ``distill`` block's defaults);
   :mod:`sdkd.distill.settings` adds the loss it trains with.
+- :func:`dataset_students` / :func:`dataset_settings` give the students and band
+  settings a dataset runs (its ``students:``/``settings:`` subset, or all of them).
 - :func:`expected_runs` lists every run (teacher and students × band settings × seeds)
   in report order; :mod:`sdkd.report.aggregate` makes its table from it.
 - :func:`figure_plan` / :func:`figure_files` name the report's figures;
@@ -95,6 +97,35 @@ def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
     )
 
 
+# ---- the grid of each dataset -------------------------------------------------------------
+
+
+def _subset(names: list[str], chosen: list[str] | None) -> list[str]:
+    """``names`` restricted to ``chosen`` (all of them when ``chosen`` is absent).
+
+    The config's order is kept, not the subset's, so that a student or setting sits at
+    the same place (and keeps its colour) in every dataset's tables and figures.
+    """
+    if chosen is None:
+        return list(names)
+    wanted = set(chosen)
+    return [name for name in names if name in wanted]
+
+
+def dataset_students(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The students ``dataset`` runs: its ``students:`` list, or all of ``models.students``,
+    in the order of ``models.students``."""
+    chosen = config["datasets"][dataset].get("students")
+    return _subset(list(config["models"]["students"]), chosen)
+
+
+def dataset_settings(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The band-setting keys ``dataset`` runs: its ``settings:`` list, or every key of
+    ``distill.settings``, in the order of ``distill.settings``."""
+    chosen = config["datasets"][dataset].get("settings")
+    return _subset(list(config["distill"]["settings"]), chosen)
+
+
 # ---- runs ---------------------------------------------------------------------------------
 
 
@@ -107,7 +138,8 @@ def split_name(name: str) -> tuple[str, str]:
 def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every run the config asks for, in report order.
 
-    Per dataset: the teacher, then each student × band setting × seed. Each entry has
+    Per dataset: the teacher, then each of its students (:func:`dataset_students`) ×
+    band settings (:func:`dataset_settings`) × seeds. Each entry has
     the identity columns (``dataset, role, model, family, size, bands, setting, seed``;
     ``bands``/``setting`` are ``None`` for the teacher, whose seed is the config's
     top-level ``seed``) plus ``eval_file``, the evaluation file relative to the eval
@@ -115,9 +147,10 @@ def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     ``done.json``, ``best.pt`` and ``history.csv``).
     """
     teacher = config["models"]["teacher"]
-    settings = [band_setting(config["distill"], key) for key in config["distill"]["settings"]]
+    resolved = {key: band_setting(config["distill"], key) for key in config["distill"]["settings"]}
     runs: list[dict[str, Any]] = []
     for dataset in config["datasets"]:
+        settings = [resolved[key] for key in dataset_settings(config, dataset)]
         family, size = split_name(teacher)
         runs.append({
             "dataset": dataset, "role": "teacher", "model": teacher, "family": family,
@@ -125,7 +158,7 @@ def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
             "eval_file": f"{dataset}/teacher/{teacher}.json",
             "run_dir": f"teachers/{dataset}/{teacher}",
         })
-        for student in config["models"]["students"]:
+        for student in dataset_students(config, dataset):
             family, size = split_name(student)
             for bs in settings:
                 for seed in bs.seeds:
@@ -157,7 +190,10 @@ class FigurePlan:
 
 
 def figure_plan(config: Mapping[str, Any]) -> list[FigurePlan]:
-    """The report's figures, in report order (names depend on the config only)."""
+    """The report's figures, in report order (names depend on the config only).
+
+    A dataset gets one sample figure per student it runs (:func:`dataset_students`).
+    """
     plan = [
         FigurePlan("gain_mse.png", None, "gain", "MSE change vs the plain student", ("mse",)),
         FigurePlan("gain_mae.png", None, "gain", "MAE change vs the plain student", ("mae",)),
@@ -174,7 +210,7 @@ def figure_plan(config: Mapping[str, Any]) -> list[FigurePlan]:
         plan += [
             FigurePlan(f"samples_{dataset}_{model}.png", dataset, "samples",
                        f"{dataset}: sample forecast, {model}", (dataset, model))
-            for model in config["models"]["students"]
+            for model in dataset_students(config, dataset)
         ]
         plan += [
             FigurePlan(f"training_{dataset}.png", dataset, "training",
@@ -192,5 +228,6 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 __all__ = [
     "FIGURE_KINDS", "MANIFEST", "SETTINGS", "BandSetting", "FigurePlan", "band_setting",
-    "expected_runs", "figure_files", "figure_plan", "split_name",
+    "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
+    "split_name",
 ]

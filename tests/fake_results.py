@@ -25,6 +25,7 @@ a glob over the evaluation file's path relative to ``eval/`` (``"ns/unet-s/dual/
 
 from __future__ import annotations
 
+import copy
 import csv
 import fnmatch
 import json
@@ -83,6 +84,17 @@ def tiny_config() -> dict[str, Any]:
         },
     )
     return validate(config, source="tiny_config")
+
+
+def subset_config(config: Mapping[str, Any] | None = None, *, students: list[str] | None = None,
+                  settings: list[str] | None = None) -> dict[str, Any]:
+    """``config`` (default :func:`tiny_config`) where diffusion_reaction runs only
+    ``students`` (default ``[unet-m]``) with ``settings`` (default ``[none, dual]``), as
+    in the default experiment; navier_stokes keeps the whole grid."""
+    config = copy.deepcopy(dict(config) if config is not None else tiny_config())
+    config["datasets"]["diffusion_reaction"].update(
+        students=list(students or ["unet-m"]), settings=list(settings or ["none", "dual"]))
+    return validate(config, source="subset_config")
 
 
 def run_matches(run: Mapping[str, Any], pattern: str | Mapping[str, Any]) -> bool:

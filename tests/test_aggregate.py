@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 import pytest
-from fake_results import make_fake_results, tiny_config
+from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
 
 from sdkd.errors import SdkdError
@@ -51,6 +51,40 @@ def test_expected_runs(config):
     dual = next(r for r in runs if r["bands"] == "dual")
     assert dual["run_dir"] == f"students/{NS}/unet-s/dual/seed-0"
     assert (dual["family"], dual["size"], dual["setting"]) == ("unet", "s", "dual")
+
+
+def test_expected_runs_of_a_subset():
+    config = subset_config()
+    runs = expected_runs(config)
+    # navier_stokes: the whole grid; diffusion_reaction: teacher + unet-m × (none 2 + dual 2)
+    assert len(runs) == (1 + 2 * 8) + (1 + 1 * 4)
+    dr = [(r["model"], r["bands"], r["seed"]) for r in runs if r["dataset"] == DR]
+    assert dr == [("teacher-tiny", None, 0), ("unet-m", "none", 0), ("unet-m", "none", 1),
+                  ("unet-m", "dual", 0), ("unet-m", "dual", 1)]
+
+
+def test_table_and_summary_of_a_subset(tmp_path):
+    """Each dataset's rows and summary hold its own students and settings only, and its
+    baseline is its own plain-student key (here a variant, `plain`, on one dataset)."""
+    config = tiny_config()
+    config["distill"]["settings"]["plain"] = {"setting": "none"}
+    config = subset_config(config, settings=["plain", "dual"])
+    make_fake_results(tmp_path, config)
+    frame, summary = run_aggregate(config, tmp_path)
+    assert len(frame) == len(expected_runs(config)) and set(frame["status"]) == {"ok"}
+    dr = frame[frame["dataset"] == DR]
+    assert set(dr["model"]) == {"teacher-tiny", "unet-m"}
+    assert set(dr["bands"].dropna()) == {"plain", "dual"}
+    ns = frame[frame["dataset"] == NS]
+    assert set(ns["bands"].dropna()) == set(config["distill"]["settings"])
+    block = summary["datasets"][DR]["students"]
+    assert list(block) == ["unet-m"]
+    assert block["unet-m"]["none"]["n_seeds"] == 1  # `plain`, DR's only baseline
+    assert list(block["unet-m"]["settings"]) == ["dual"]
+    assert block["unet-m"]["best"]["mse_change_pct"] < 0
+    # navier_stokes keeps `none` as its baseline; `plain` is not a distilled setting
+    ns_block = summary["datasets"][NS]["students"]["unet-s"]
+    assert ns_block["none"]["n_seeds"] == 2 and "plain" not in ns_block["settings"]
 
 
 def test_rows_are_expected_runs(config, tmp_path):

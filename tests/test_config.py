@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from sdkd import config as configuration
+from sdkd import plan
 from sdkd.errors import SdkdError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,13 @@ def _delete(path):
         (_set(("distill", "settings", "low"), {}), "distill.settings.low: cutoffs"),
         (_set(("distill", "settings", "dual_c8"), {"cutoffs": [8]}), "name the method"),
         (_set(("training", "teacher", "epochs"), 0), "training.teacher.epochs"),
+        (_set((*NS, "students"), ["unet-s", "resnet-s"]),
+         "datasets.navier_stokes.students: 'resnet-s' is not in models.students (unet-s, unet-m)"),
+        (_set((*NS, "settings"), ["none", "multi"]),
+         "datasets.navier_stokes.settings: 'multi' is not in distill.settings (none, low,"),
+        (_set((*NS, "students"), []), "datasets.navier_stokes.students: [] should be non-empty"),
+        (_set((*NS, "settings"), ["dual", "dual"]),
+         "datasets.navier_stokes.settings: ['dual', 'dual'] has non-unique elements"),
         (_set(("datasets",), {"Bad-Name": {}}), "does not match"),
     ],
 )
@@ -133,3 +141,42 @@ def test_load_errors(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(SdkdError, match="mapping"):
         configuration.load(bad)
+
+
+# ---- a dataset's subset of students and band settings ----------------------------------------
+
+DR = ("datasets", "diffusion_reaction")
+
+
+def test_a_dataset_runs_a_subset():
+    def subset(config):
+        config["datasets"]["diffusion_reaction"].update(students=["unet-m"],
+                                                        settings=["dual", "none"])
+
+    config = configuration.validate(mutated(subset))
+    # the config's order, not the subset's: a setting sits at one place in every table
+    assert plan.dataset_settings(config, "diffusion_reaction") == ["none", "dual"]
+    assert plan.dataset_students(config, "diffusion_reaction") == ["unet-m"]
+    assert plan.dataset_students(config, "navier_stokes") == config["models"]["students"]
+    assert plan.dataset_settings(config, "navier_stokes") == list(config["distill"]["settings"])
+    # no default is written: absent means all, whatever models/distill list later
+    assert "students" not in config["datasets"]["navier_stokes"]
+
+
+@pytest.mark.parametrize(
+    ("key", "names", "expected"),
+    [
+        ("students", ["unet-m", "unet-xl"],
+         "datasets.diffusion_reaction.students: 'unet-xl' is not in models.students"),
+        ("settings", ["none", "dual_c8"],
+         "datasets.diffusion_reaction.settings: 'dual_c8' is not in distill.settings"),
+    ],
+)
+def test_check_config_rejects_an_unknown_name(sdkd_cli, tmp_path, key, names, expected):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(mutated(_set((*DR, key), names))))
+    status, err = sdkd_cli("check-config", "--config", path)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"sdkd: error: {path}: {expected}"), lines[0]

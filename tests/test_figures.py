@@ -12,7 +12,7 @@ import json
 import matplotlib.image
 import numpy as np
 import pytest
-from fake_results import make_fake_results, tiny_config
+from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
 
 from sdkd.errors import SdkdError
@@ -79,6 +79,42 @@ def test_missing_runs_give_placeholders_not_crashes(rendered):
             assert not figure.placeholder, figure.file
     gain = next(f for f in figures if f.file == "gain_mse.png")
     assert "−81.3 %" in gain.caption and f"{NS} unet-s dual" in gain.caption
+
+
+@pytest.fixture(scope="module")
+def subset_rendered(tmp_path_factory):
+    """Every run ok; diffusion_reaction runs unet-m with none and dual only."""
+    config = subset_config()
+    results = tmp_path_factory.mktemp("subset")
+    make_fake_results(results, config)
+    tables = results / "tables"
+    aggregate(config, results / "eval", tables / "metrics.csv", tables / "summary.json")
+    out = results / "figures"
+    figures = make_figures(config, tables / "metrics.csv", results / "eval", results, out)
+    return config, out, figures
+
+
+def test_a_subset_gets_its_own_figures_none_empty(subset_rendered):
+    config, out, figures = subset_rendered
+    names = figure_files(config)
+    assert [f.file for f in figures] == names[:-1]
+    assert leftovers(out) == sorted(names)
+    # one sample figure per student the dataset runs
+    assert f"samples_{DR}_unet-m.png" in names and f"samples_{DR}_unet-s.png" not in names
+    assert {f"samples_{NS}_unet-s.png", f"samples_{NS}_unet-m.png"} <= set(names)
+    for figure in figures:
+        assert not figure.placeholder, f"{figure.file}: {figure.caption}"
+        image = matplotlib.image.imread(figure.path)
+        assert float(np.ptp(image[..., :3])) > 0, f"{figure.file} is blank"
+    # a panel per student the dataset runs: diffusion_reaction's one-panel figures are
+    # narrower than navier_stokes' two-panel ones (no empty unet-s panel)
+    for kind in ("lead_time", "spectrum", "band_error", "training"):
+        ns = matplotlib.image.imread(out / f"{kind}_{NS}.png")
+        dr = matplotlib.image.imread(out / f"{kind}_{DR}.png")
+        assert dr.shape[1] < ns.shape[1], kind
+    gain = next(f for f in figures if f.file == "gain_mse.png")
+    assert f"{DR} unet-m dual" in gain.caption and f"{DR} unet-s" not in gain.caption
+    assert "not run" in gain.caption
 
 
 def test_palette_is_one_colour_per_setting():

@@ -25,7 +25,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from fake_results import make_fake_results, tiny_config
+from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
 
 from sdkd.config import validate
@@ -418,6 +418,57 @@ def test_an_honest_negative_verdict(built, tmp_path):
     assert tone == "bad"
     assert "distillation does not help" in text and "raises the test MSE by" in text
     assert "No data file was given" in page.text_of("setup")
+
+
+@pytest.fixture(scope="module")
+def subset_built(tmp_path_factory):
+    """Every run ok; navier_stokes runs unet-s and unet-m with none, low and dual;
+    diffusion_reaction runs unet-m with none and dual only."""
+    config = copy.deepcopy(tiny_config())
+    settings = config["distill"]["settings"]
+    config["distill"]["settings"] = {k: settings[k] for k in ("none", "low", "dual")}
+    config = subset_config(config)
+    results = tmp_path_factory.mktemp("subset") / "results"
+    make_fake_results(results, config)
+    tables = results / "tables"
+    aggregate(config, results / "eval", tables / "metrics.csv", tables / "summary.json")
+    make_figures(config, tables / "metrics.csv", results / "eval", results, results / "figures")
+    out = render_report(config, metrics_csv=tables / "metrics.csv",
+                        summary_json=tables / "summary.json", figures_dir=results / "figures",
+                        data_files=[], out=results / "report.html")
+    return SimpleNamespace(config=config, page=Page(out.read_text(encoding="utf-8")),
+                           table=read_metrics(tables / "metrics.csv"),
+                           manifest=json.loads((results / "figures" / MANIFEST).read_text()))
+
+
+def test_a_subset_lists_only_its_own_runs(subset_built):
+    page, table = subset_built.page, subset_built.table
+    assert page.errors == []
+    dr = [(r["model"], r["bands"], r["seed"]) for r in page.rows(f"T_metrics-{DR}")]
+    assert dr == [("teacher-tiny", "teacher", "0"), ("unet-m", "none", "0"),
+                  ("unet-m", "none", "1"), ("unet-m", "dual", "0"), ("unet-m", "dual", "1")]
+    assert len(page.rows(f"T_metrics-{NS}")) == int((table["dataset"] == NS).sum()) == 11
+    summary = [(r["model"], r["trained as"]) for r in page.rows(f"T_summary-{DR}")]
+    assert summary == [("teacher-tiny", "teacher"), ("unet-m", "none (plain)"),
+                       ("unet-m", "dual (best)")]
+    assert all(r["MSE"] not in ("missing", "—") for r in page.rows(f"T_summary-{DR}"))
+    efficiency = [(r["model"], r["bands"]) for r in page.rows(f"T_efficiency-{DR}")]
+    assert efficiency == [("teacher-tiny", "teacher"), ("unet-m", "none"), ("unet-m", "dual")]
+    assert {c for c in page.tables[f"T_bands-{DR}"]["head"][0] if c} == {"teacher-tiny", "unet-m"}
+    students = [text.split(":")[0] for _, text in page.verdicts[DR]]
+    assert students == ["unet-m"]
+    assert all(tone == "good" for tone, _ in page.verdicts[DR])
+    assert "Students: unet-m; band settings: none, dual." in page.text_of(f"dataset-{DR}")
+    assert "Students: unet-s, unet-m; band settings: none, low, dual." in page.text_of(
+        f"dataset-{NS}")
+    runs_it = {r["bands"]: r["datasets"] for r in page.rows("T_band-settings")}
+    assert runs_it == {"none": f"{NS}, {DR}", "low": NS, "dual": f"{NS}, {DR}"}
+    # the dataset's figures: one sample figure per student it runs, none a placeholder
+    files = [e["file"] for e in subset_built.manifest if e["dataset"] == DR]
+    assert [f for f in files if f.startswith("samples_")] == [f"samples_{DR}_unet-m.png"]
+    assert not [e["file"] for e in subset_built.manifest if e["placeholder"]]
+    shown = {img["data-file"] for img in page.images if img["section"] == f"dataset-{DR}"}
+    assert shown == set(files)
 
 
 @pytest.mark.parametrize("case", ["metrics", "summary", "manifest", "figure", "summary-json",

@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
+from helpers import file_dataset, write_config
 
 from sdkd import plan
 
@@ -61,12 +64,18 @@ def job_stats(output: str) -> dict[str, int]:
 
 
 def expected_counts(config: dict) -> dict[str, int]:
-    """Jobs per rule, from the config grid alone (schema default: seeds [0])."""
+    """Jobs per rule, from the config grid alone (schema default: seeds [0]; a dataset
+    without `students:`/`settings:` runs all of them)."""
     distill = config["distill"]
     default_seeds = distill.get("seeds", [0])
-    seeds = sum(len(entry.get("seeds", default_seeds)) for entry in distill["settings"].values())
+    seeds = {key: len(entry.get("seeds", default_seeds))
+             for key, entry in distill["settings"].items()}
     datasets = len(config["datasets"])
-    students = datasets * len(config["models"]["students"]) * seeds
+    students = sum(
+        len(block.get("students", config["models"]["students"]))
+        * sum(seeds[key] for key in block.get("settings", seeds))
+        for block in config["datasets"].values()
+    )
     per_dataset = ("acquire", "preprocess", "train_teacher", "evaluate_teacher")
     once = ("aggregate", "figures", "report", "all")
     return {
@@ -101,6 +110,70 @@ def test_dry_run_lists_the_config_grid(workdir, name):
     # The DAG of the paper's grid (hundreds of jobs) is built in a few seconds; this
     # bound is loose on purpose (shared CI machines), it catches heavy imports.
     assert elapsed < 30, f"snakemake -n took {elapsed:.1f} s on {name}"
+
+
+def test_dry_run_honours_a_datasets_subset(workdir):
+    """diffusion_reaction runs unet-m with none and dual only; navier_stokes runs all."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config["models"]["students"] = ["unet-s", "unet-m"]
+    config["distill"]["seeds"] = [0]
+    config["distill"]["settings"] = {
+        "none": {"seeds": [0, 1]}, "low": {"cutoffs": [4], "weights": [1.0]},
+        "high": {"cutoffs": [4], "weights": [1.0]},
+        "dual": {"cutoffs": [4], "weights": [1.0, 1.0], "seeds": [0, 1]},
+        "output": {}, "fitnet": {},
+    }
+    config["datasets"]["navier_stokes"].pop("students", None)
+    config["datasets"]["navier_stokes"].pop("settings", None)
+    config["datasets"]["diffusion_reaction"].update(students=["unet-m"],
+                                                    settings=["dual", "none"])
+    (workdir / "subset.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(workdir, "-n", "--configfile", "subset.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # navier_stokes: 2 students × (none 2 + low + high + dual 2 + output + fitnet);
+    # diffusion_reaction: unet-m × (none 2 + dual 2)
+    students = 2 * 8 + 1 * 4
+    assert job_stats(output) == {
+        "acquire": 2, "preprocess": 2, "train_teacher": 2, "evaluate_teacher": 2,
+        "distill": students, "evaluate_student": students,
+        "aggregate": 1, "figures": 1, "report": 1, "all": 1,
+    } == expected_counts(config)
+    runs = set(re.findall(r"results/students/(\w+)/([\w-]+)/(\w+)/seed-(\d+)/done\.json",
+                          output))
+    dr = {(model, bands, seed) for dataset, model, bands, seed in runs
+          if dataset == "diffusion_reaction"}
+    assert dr == {("unet-m", bands, seed) for bands in ("none", "dual") for seed in "01"}
+    assert len(runs) == students
+    # figures: one sample figure per student a dataset runs
+    assert "results/figures/samples_diffusion_reaction_unet-m.png" in output
+    assert "samples_diffusion_reaction_unet-s.png" not in output
+    assert "results/figures/samples_navier_stokes_unet-s.png" in output
+
+
+def test_a_subset_does_not_rerun_the_data_jobs(workdir, tmp_path):
+    """A dataset's students/settings pick jobs, they are not in its data jobs' params:
+    narrowing them reruns no acquire or preprocess job; another data key does."""
+    work = tmp_path / "work"
+    shutil.copytree(workdir, work, ignore=shutil.ignore_patterns(".snakemake", "results"))
+    raw = tmp_path / "toy.h5"
+    with h5py.File(raw, "w") as f:
+        f["u"] = np.random.default_rng(0).normal(size=(6, 4, 8, 8)).astype(np.float32)
+
+    def dry_run(**block: object) -> dict[str, int]:
+        path = write_config(tmp_path, {"toy": file_dataset(raw, **block)})
+        result = snakemake(work, "-n", "--until", "preprocess", "--configfile", str(path))
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        return job_stats(output) if "Job stats:" in output else {}
+
+    path = write_config(tmp_path, {"toy": file_dataset(raw)})
+    result = snakemake(work, "--cores", "1", "--until", "preprocess", "--configfile", str(path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert dry_run() == {}
+    assert dry_run(students=["unet-s"], settings=["none"]) == {}
+    # the params trigger is live: a key the data depends on reruns both jobs
+    assert dry_run(window_stride=2) == {"acquire": 1, "preprocess": 1}
 
 
 def test_paper_config_is_the_paper_grid():

@@ -10,8 +10,9 @@ Outputs
 =======
 
 ``metrics.csv`` (:func:`aggregate`): one row per expected run, in config order (per
-dataset: the teacher, then each student × band setting × seed), whether or not its
-file exists. Columns (:data:`COLUMNS`):
+dataset: the teacher, then each student × band setting × seed that the dataset runs,
+see :func:`sdkd.plan.expected_runs`), whether or not its file exists. Columns
+(:data:`COLUMNS`):
 
 - ``dataset, role, model, family, size, bands, setting, seed``: who the run is.
   ``role`` is ``teacher`` or ``student``; ``family``/``size`` split the registry name
@@ -60,7 +61,8 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
   ``ok``; ``mse_std``, ``mae_std``: the spread, sample standard deviation over seeds
   (ddof = 1), present only with more than one seed.
 - ``none``: the baseline, the student trained on the ground truth alone: the key
-  ``none``, or else the first key whose method is ``none``.
+  ``none``, or else the first key whose method is ``none``, among the dataset's runs
+  (datasets may run different band settings).
 - ``settings``: every other key (method ``low``, ``high``, ``dual``, ``multi``,
   ``output``, ``fitnet``, or a variant) with at least one ``ok`` seed.
 - ``best``: the entry of ``settings`` with the lowest mean MSE; ``bands`` names it.
@@ -335,9 +337,10 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "runs": {"expected": len(frame), **{s: int(counts.get(s, 0)) for s in STATUSES}},
         "datasets": {},
     }
-    none_key = baseline_key(frame)
     ok = frame[frame["status"] == "ok"]
     for dataset in dict.fromkeys(frame["dataset"]):
+        # per dataset: a dataset may run only some settings, its own baseline among them
+        none_key = baseline_key(frame[frame["dataset"] == dataset])
         rows = ok[ok["dataset"] == dataset]
         entry: dict[str, Any] = {}
         teacher_rows = rows[rows["role"] == "teacher"]

@@ -22,6 +22,9 @@ file                             kind         what it shows
                                               Pareto front marked
 ===============================  ===========  ==============================================
 
+A dataset's figures show only the students and band settings it runs (its
+``students:``/``settings:`` subset, :func:`sdkd.plan.dataset_students`); in the gain
+grid, a student a dataset does not run leaves its panel marked "not run".
 Runs whose status is not ``ok`` (and evaluation sections that are malformed) are left
 out of a figure; a figure with no data at all becomes a small placeholder PNG saying
 which runs are missing, so the set of files is always complete. Each band setting
@@ -53,7 +56,13 @@ from matplotlib import ticker
 from matplotlib.lines import Line2D
 
 from sdkd.atomic import atomic_path
-from sdkd.plan import MANIFEST, figure_files, figure_plan
+from sdkd.plan import (
+    MANIFEST,
+    dataset_settings,
+    dataset_students,
+    figure_files,
+    figure_plan,
+)
 from sdkd.report.aggregate import (
     InvalidEvaluation,
     band_errors,
@@ -154,6 +163,14 @@ class _Results:
                 out.append((run, doc))
         return out
 
+    def students_of(self, dataset: str) -> list[str]:
+        """The students ``dataset`` runs, in the order of ``models.students``."""
+        return dataset_students(self.config, dataset)
+
+    def settings_of(self, dataset: str) -> list[str]:
+        """The band keys ``dataset`` runs, in the order of ``distill.settings``."""
+        return dataset_settings(self.config, dataset)
+
     def best(self, dataset: str, model: str) -> str | None:
         """The distilled band key with the lowest mean MSE of ``model`` on ``dataset``."""
         rows = self.runs(dataset, "student", model)
@@ -162,8 +179,11 @@ class _Results:
             return None
         return str(rows.groupby("bands", sort=False)["mse"].mean().idxmin())
 
-    def none_key(self) -> str | None:
-        keys = [k for k in self.settings
+    def none_key(self, dataset: str | None = None) -> str | None:
+        """The plain-student key (``none``, else the first of method none) among the
+        settings of ``dataset``, or of the whole config."""
+        settings = self.settings if dataset is None else self.settings_of(dataset)
+        keys = [k for k in settings
                 if self.config["distill"]["settings"][k].get("setting", k) == "none"]
         return "none" if "none" in keys else (keys[0] if keys else None)
 
@@ -313,47 +333,78 @@ class _Spec:
     args: tuple[Any, ...] = ()
 
 
+def _gain_panel(ax: plt.Axes, res: _Results, palette: Mapping[str, Any], dataset: str,
+                model: str, metric: str, first: bool) -> str | None:
+    """One panel of the gain grid; returns its headline ('' when it has no distilled
+    setting), or ``None`` when it has nothing to draw."""
+    ax.set_title(f"{dataset} · {model}")
+    if model not in res.students_of(dataset):
+        # the dataset's `students:` leaves this student out: say so, draw no empty axes
+        ax.text(0.5, 0.5, f"{model} is not run\non {dataset}", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")
+        ax.axis("off")
+        return None
+    none_key = res.none_key(dataset)
+    rows = res.runs(dataset, "student", model)
+    rows = rows[rows["status"] == "ok"]
+    if none_key is None:
+        _no_data(ax, "no plain-student setting")
+        return None
+    base = rows.loc[rows["bands"] == none_key, metric].mean()
+    if rows.empty or not np.isfinite(base) or base == 0:
+        _no_data(ax, f"no `{none_key}` run" if not rows.empty else "no data")
+        return None
+    data = rows.assign(change=100 * (rows[metric] - base) / base)
+    order = [k for k in res.settings_of(dataset) if k in set(data["bands"])]
+    sns.barplot(data=data, x="bands", y="change", hue="bands", order=order,
+                hue_order=order, palette=palette, errorbar="sd", capsize=0.25,
+                err_kws={"linewidth": 1.0}, legend=False, ax=ax)
+    means = data.groupby("bands")["change"].mean()
+    ax.set_xticks(range(len(order)), [
+        key if key == none_key else f"{key}\n{means[key]:+.1f}%" for key in order
+    ])
+    ax.axhline(0, color="0.2", lw=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{metric.upper()} change vs {none_key} (%)" if first else "")
+    if first:
+        # the row shares its y axis, whose labels show on the first column only; when
+        # that column is a student the dataset does not run, show them here instead
+        ax.tick_params(axis="y", labelleft=True)
+        ax.yaxis.label.set_visible(True)
+    ax.tick_params(axis="x", labelsize=8)
+    distilled = means.drop(none_key, errors="ignore")
+    if distilled.empty:
+        return ""
+    best = distilled.idxmin()
+    return f"{dataset} {model} {best} {distilled[best]:+.1f} %"
+
+
 def _gain(metric: str) -> Builder:
     label = metric.upper()
 
     def build(res: _Results, palette: Mapping[str, Any]) -> tuple[plt.Figure, str]:
-        none_key = res.none_key()
         datasets = list(res.config["datasets"])
-        students = res.students
-        if none_key is None:
+        if all(res.none_key(dataset) is None for dataset in datasets):
             raise _NoData("the config has no plain-student (`none`) setting to compare with")
+        # one column per student that some dataset runs, in the order of models.students
+        students = [m for m in res.students
+                    if any(m in res.students_of(dataset) for dataset in datasets)]
+        subset = any(res.students_of(dataset) != students for dataset in datasets)
         fig, axes = plt.subplots(len(datasets), len(students), squeeze=False,
                                  figsize=(1.0 + 3.6 * len(students), 0.6 + 2.8 * len(datasets)),
                                  layout="constrained", sharey="row")
         drawn, headline = 0, []
         for i, dataset in enumerate(datasets):
+            labelled = False
             for j, model in enumerate(students):
-                ax = axes[i, j]
-                ax.set_title(f"{dataset} · {model}")
-                rows = res.runs(dataset, "student", model)
-                rows = rows[rows["status"] == "ok"]
-                base = rows.loc[rows["bands"] == none_key, metric].mean()
-                if rows.empty or not np.isfinite(base) or base == 0:
-                    _no_data(ax, f"no `{none_key}` run" if not rows.empty else "no data")
+                found = _gain_panel(axes[i, j], res, palette, dataset, model, metric,
+                                    first=not labelled)
+                if found is None:
                     continue
-                data = rows.assign(change=100 * (rows[metric] - base) / base)
-                order = [k for k in res.settings if k in set(data["bands"])]
-                sns.barplot(data=data, x="bands", y="change", hue="bands", order=order,
-                            hue_order=order, palette=palette, errorbar="sd", capsize=0.25,
-                            err_kws={"linewidth": 1.0}, legend=False, ax=ax)
-                means = data.groupby("bands")["change"].mean()
-                ax.set_xticks(range(len(order)), [
-                    key if key == none_key else f"{key}\n{means[key]:+.1f}%" for key in order
-                ])
-                ax.axhline(0, color="0.2", lw=0.8)
-                ax.set_xlabel("")
-                ax.set_ylabel(f"{label} change vs {none_key} (%)" if j == 0 else "")
-                ax.tick_params(axis="x", labelsize=8)
                 drawn += 1
-                distilled = means.drop(none_key, errors="ignore")
-                if not distilled.empty:
-                    best = distilled.idxmin()
-                    headline.append(f"{dataset} {model} {best} {distilled[best]:+.1f} %")
+                labelled = True
+                if found:
+                    headline.append(found)
         if not drawn:
             plt.close(fig)
             raise _NoData(unavailable(res.runs(role="student")))
@@ -362,6 +413,9 @@ def _gain(metric: str) -> Builder:
         fig.suptitle(textwrap.fill(
             f"Test {label} of each band setting relative to the plain student", width_chars
         ))
+        none_key = res.none_key() or "none"
+        not_run = (" A panel marked 'not run' is a student that dataset leaves out (its "
+                   "`students:` list)." if subset else "")
         caption = (
             f"Change of the test {label} (physical units, per pixel) of each band setting "
             f"and KD baseline relative to the plain student `{none_key}` of the same model "
@@ -369,8 +423,8 @@ def _gain(metric: str) -> Builder:
             "bar = mean over seeds, error bar = ± one standard deviation over seeds (in % of "
             f"the `{none_key}` mean; the `{none_key}` bar shows the baseline's own seed "
             "spread around 0). Below zero means distillation helps. Rows: datasets, "
-            f"columns: students. Best setting here: {'; '.join(headline) or 'n/a'} "
-            f"({PAPER_HEADLINE})."
+            f"columns: students; each dataset shows the band settings it runs.{not_run} "
+            f"Best setting here: {'; '.join(headline) or 'n/a'} ({PAPER_HEADLINE})."
         )
         return fig, caption
 
@@ -380,16 +434,17 @@ def _gain(metric: str) -> Builder:
 def _lead_time(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
     teacher = [(r, m) for r, d in res.docs(res.runs(dataset, "teacher"))
                if (m := _lead_mse(d)) is not None]
-    fig, axes = plt.subplots(1, len(res.students), squeeze=False, sharey=True,
-                             figsize=(1.0 + 4.0 * len(res.students), 3.4), layout="constrained")
+    students = res.students_of(dataset)
+    fig, axes = plt.subplots(1, len(students), squeeze=False, sharey=True,
+                             figsize=(1.0 + 4.0 * len(students), 3.4), layout="constrained")
     drawn = bool(teacher)
-    for j, model in enumerate(res.students):
+    for j, model in enumerate(students):
         ax = axes[0, j]
         ax.set_title(f"{dataset} · {model}")
         for _, mse in teacher:
             ax.plot(np.arange(1, len(mse) + 1), mse, color=palette["teacher"], ls="--",
                     marker=".", lw=1.6, label=res.teacher)
-        for key in res.settings:
+        for key in res.settings_of(dataset):
             curves = [m for _, d in res.docs(_key_rows(res, dataset, model, key))
                       if (m := _lead_mse(d)) is not None]
             curves = [c for c in curves if len(c) == len(curves[0])] if curves else []
@@ -435,18 +490,19 @@ def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _spectrum_figure(res: _Results, palette: Mapping[str, Any],
                      dataset: str) -> tuple[plt.Figure, str]:
-    fig, axes = plt.subplots(2, len(res.students), squeeze=False, sharex=True, sharey="row",
-                             figsize=(1.0 + 4.0 * len(res.students), 6.0), layout="constrained")
+    students = res.students_of(dataset)
+    fig, axes = plt.subplots(2, len(students), squeeze=False, sharex=True, sharey="row",
+                             figsize=(1.0 + 4.0 * len(students), 6.0), layout="constrained")
     teacher = [s for _, d in res.docs(res.runs(dataset, "teacher"))
                if (s := _spectrum(d)) is not None]
     drawn = bool(teacher)
-    for j, model in enumerate(res.students):
+    for j, model in enumerate(students):
         top, bottom = axes[0, j], axes[1, j]
         top.set_title(f"{dataset} · {model}")
         series: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
         if teacher:
             series.append((res.teacher, teacher[0], {"color": palette["teacher"], "ls": "--"}))
-        for key in res.settings:
+        for key in res.settings_of(dataset):
             specs = [s for _, d in res.docs(_key_rows(res, dataset, model, key))
                      if (s := _spectrum(d)) is not None]
             specs = [s for s in specs if len(s["k"]) == len(specs[0]["k"])] if specs else []
@@ -497,6 +553,7 @@ def _band_labels(cutoffs: Sequence[float]) -> list[str]:
 def _band_figure(res: _Results, palette: Mapping[str, Any],
                  dataset: str) -> tuple[plt.Figure, str]:
     records, cutoffs = [], None
+    students = res.students_of(dataset)
     for run, doc in res.docs(res.runs(dataset)):
         bands = _bands(doc)
         if bands is None:
@@ -506,7 +563,7 @@ def _band_figure(res: _Results, palette: Mapping[str, Any],
         if bands[0] != cutoffs:
             continue
         series = res.teacher if run["role"] == "teacher" else run["bands"]
-        models = res.students if run["role"] == "teacher" else [run["model"]]
+        models = students if run["role"] == "teacher" else [run["model"]]
         labels = _band_labels(cutoffs)
         for model in models:
             records += [{"model": model, "series": series, "seed": run["seed"], "band": b,
@@ -514,11 +571,11 @@ def _band_figure(res: _Results, palette: Mapping[str, Any],
     if not records:
         raise _NoData(unavailable(res.runs(dataset), "bands"))
     data = pd.DataFrame(records)
-    hue_order = [h for h in [res.teacher, *res.settings] if h in set(data["series"])]
+    hue_order = [h for h in [res.teacher, *res.settings_of(dataset)] if h in set(data["series"])]
     palette = {**palette, res.teacher: palette["teacher"]}
-    fig, axes = plt.subplots(1, len(res.students), squeeze=False, sharey=True,
-                             figsize=(1.5 + 4.2 * len(res.students), 3.6), layout="constrained")
-    for j, model in enumerate(res.students):
+    fig, axes = plt.subplots(1, len(students), squeeze=False, sharey=True,
+                             figsize=(1.5 + 4.2 * len(students), 3.6), layout="constrained")
+    for j, model in enumerate(students):
         ax = axes[0, j]
         ax.set_title(f"{dataset} · {model}")
         sub = data[data["model"] == model]
@@ -527,7 +584,7 @@ def _band_figure(res: _Results, palette: Mapping[str, Any],
             continue
         sns.barplot(data=sub, x="band", y="mse", hue="series", hue_order=hue_order,
                     order=_band_labels(cutoffs), palette=palette, errorbar="sd",
-                    err_kws={"linewidth": 0.8}, ax=ax, legend=j == len(res.students) - 1)
+                    err_kws={"linewidth": 0.8}, ax=ax, legend=j == len(students) - 1)
         _log(ax, "y")
         ax.set_xlabel("frequency band (cycles per domain)")
         ax.set_ylabel("test MSE in band" if j == 0 else "")
@@ -558,7 +615,7 @@ def _first_doc(res: _Results, rows: pd.DataFrame) -> tuple[dict[str, Any], dict]
 
 def _samples(res: _Results, palette: Mapping[str, Any], dataset: str,
              model: str) -> tuple[plt.Figure, str]:
-    none_key, best = res.none_key(), res.best(dataset, model)
+    none_key, best = res.none_key(dataset), res.best(dataset, model)
     candidates = [("teacher", res.runs(dataset, "teacher"))]
     if none_key is not None:
         candidates.append((none_key, _key_rows(res, dataset, model, none_key)))
@@ -640,7 +697,7 @@ def _curve_columns(frame: pd.DataFrame, role: str) -> tuple[str, str]:
 
 def _training(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
     panels = [("teacher", res.runs(dataset, "teacher"))]
-    panels += [(model, res.runs(dataset, "student", model)) for model in res.students]
+    panels += [(model, res.runs(dataset, "student", model)) for model in res.students_of(dataset)]
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
                              figsize=(1.0 + 3.6 * len(panels), 3.5), layout="constrained")
     missing, drawn = [], False
@@ -718,6 +775,7 @@ def _cost(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.
     rows["key"] = rows["bands"].where(rows["role"] == "student", "teacher")
     points = (rows.groupby(["model", "key"], sort=False)
               [["mse", *[c for c, _ in COSTS]]].mean().reset_index())
+    # markers over all students, so that a model keeps its marker in every dataset
     markers = {m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(res.students)}
     markers[res.teacher] = "*"
     fig, axes = plt.subplots(1, len(COSTS), squeeze=False, sharey=True, figsize=(12.5, 3.8),
@@ -745,11 +803,11 @@ def _cost(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.
     if not drawn:
         plt.close(fig)
         raise _NoData(unavailable(res.runs(dataset), "efficiency"))
-    keys = [k for k in ["teacher", *res.settings] if k in set(points["key"])]
+    keys = [k for k in ["teacher", *res.settings_of(dataset)] if k in set(points["key"])]
     handles = [Line2D([], [], ls="", marker="*" if k == "teacher" else "o", color=palette[k],
                       label=res.teacher if k == "teacher" else k) for k in keys]
     handles += [Line2D([], [], ls="", marker=markers[m], color="0.4", label=m)
-                for m in res.students if m in set(points["model"])]
+                for m in res.students_of(dataset) if m in set(points["model"])]
     handles.append(Line2D([], [], ls="--", color="0.35", marker="o", markerfacecolor="none",
                           markeredgecolor="black", label="Pareto front"))
     fig.legend(handles=handles, loc="outside right center", fontsize=8)

@@ -72,6 +72,7 @@ from pandas.io.formats.style import Styler
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
 from sdkd.jsonfile import read_json
+from sdkd.plan import dataset_settings, dataset_students
 from sdkd.report.aggregate import (
     InvalidEvaluation,
     band_errors,
@@ -345,11 +346,13 @@ class _Dataset:
                  summary: Mapping[str, Any]) -> None:
         self.name = name
         self.teacher = config["models"]["teacher"]
-        self.students = [str(s) for s in config["models"]["students"]]
+        # a dataset may run a subset of the students and settings (sdkd.plan)
+        self.students = [str(s) for s in dataset_students(config, name)]
+        self.settings = [str(s) for s in dataset_settings(config, name)]
         self.rows = table[table["dataset"] == name]
         self.ok = self.rows[self.rows["status"] == "ok"]
         self.entry = summary.get("datasets", {}).get(name, {})
-        self.none_key = baseline_key(table)
+        self.none_key = baseline_key(self.rows)
         self.methods = {str(b): str(s) for b, s in
                         zip(table["bands"], table["setting"], strict=True) if b is not None}
 
@@ -461,7 +464,7 @@ class _Dataset:
         if not none and not best:
             return "no run is ok yet, nothing to compare.", "neutral"
         if self.none_key is None:
-            return ("the config has no plain-student setting (method none), so the effect of "
+            return (f"{self.name} runs no plain-student setting (method none), so the effect of "
                     "distillation cannot be measured.", "neutral")
         if not none:
             return (f"the plain-student baseline ({self.none_key or 'none'}) is "
@@ -743,8 +746,11 @@ def _band_settings(config: Mapping[str, Any]) -> Markup:
     from sdkd.distill.settings import band_setting
 
     rows = []
+    datasets = list(config["datasets"])
     for key in config["distill"]["settings"]:
         bs = band_setting(config["distill"], key)
+        # datasets may run a subset of the settings: say which run this one
+        runs_it = [d for d in datasets if key in dataset_settings(config, d)]
         rows.append({
             "bands": bs.key, "method": bs.setting,
             "cutoffs": ", ".join(f"{c:g}" for c in bs.cutoffs) if bs.cutoffs else DASH,
@@ -752,6 +758,7 @@ def _band_settings(config: Mapping[str, Any]) -> Markup:
             "λ (KD weight)": f"{bs.lam:g}", "output weight": f"{bs.output_weight:g}",
             "normalised bands": "yes" if bs.normalize_bands else "no",
             "seeds": ", ".join(str(s) for s in bs.seeds),
+            "datasets": ", ".join(runs_it) or DASH,
         })
     frame = pd.DataFrame(rows)
     return _table(frame, "band-settings",
@@ -846,6 +853,8 @@ def render_report(
             "id": f"dataset-{name}",
             "counts": {s: int(counts.get(s, 0)) for s in ("ok", "missing", "invalid")},
             "expected": len(ds.rows),
+            "students": ds.students,
+            "settings": ds.settings,
             "verdicts": ds.verdicts(bands),
             "summary_table": ds.summary_table(),
             "metrics_table": ds.metrics_table(),

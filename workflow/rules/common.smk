@@ -24,6 +24,8 @@ TEACHER = config["models"]["teacher"]
 STUDENTS = list(config["models"]["students"])
 BANDS = list(config["distill"]["settings"])
 RUNS = expected_runs(config)
+# Runs and figures follow each dataset's students/settings subset (sdkd.plan); the
+# wildcard constraints below stay global, the union over datasets.
 # Figures are named by the config (datasets, students), so they can be declared outputs.
 FIGURES = figure_plan(config)
 
@@ -51,9 +53,19 @@ def canonical(value):
     return json.dumps(value, sort_keys=True)
 
 
+# Keys of a dataset block that pick its runs (sdkd.plan.dataset_students/_settings):
+# they change which jobs exist, not what the data jobs compute.
+GRID_KEYS = ("students", "settings")
+
+
 def dataset_params(wildcards):
-    """A dataset's config block: a change to it reruns that dataset's jobs only."""
-    return canonical(config["datasets"][wildcards.dataset])
+    """A dataset's config block: a change to it reruns that dataset's jobs only.
+
+    Its run subset is left out, so that adding a student or setting to a dataset does
+    not acquire and preprocess its data again.
+    """
+    block = config["datasets"][wildcards.dataset]
+    return canonical({k: v for k, v in block.items() if k not in GRID_KEYS})
 
 
 def setting_params(key):
@@ -70,17 +82,21 @@ def raw_path(wildcards):
 
 
 def teacher_for_setting(wildcards):
-    """The teacher run a band setting distils from (none: no teacher at all)."""
+    """The teacher weights a band setting distils from (none: no teacher at all).
+
+    best.pt itself, the one file of the teacher run that distill reads, so that an
+    executor without a shared file system stages it for the job.
+    """
     if band_setting(config["distill"], wildcards.bands).setting == "none":
         return []
-    return f"results/teachers/{wildcards.dataset}/{TEACHER}/done.json"
+    return f"results/teachers/{wildcards.dataset}/{TEACHER}/best.pt"
 
 
 def teacher_checkpoint(wildcards, input):
-    """`--teacher <run folder>/best.pt` when the setting has a teacher, else nothing."""
+    """`--teacher <teacher best.pt>` when the setting has a teacher, else nothing."""
     if not input.teacher:
         return ""
-    return f"--teacher {os.path.dirname(input.teacher)}/best.pt"
+    return f"--teacher {input.teacher}"
 
 
 def evaluation_files(wildcards):

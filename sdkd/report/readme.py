@@ -1,0 +1,208 @@
+"""The README's "Results" block, written from a finished results tree.
+
+``sdkd readme-results`` replaces the text between :data:`START` and :data:`END` in the
+README with
+
+- per dataset, the headline table: every model and band setting with its test MSE,
+  MAE and SSIM (means over the ok seeds, ± the sample standard deviation where there
+  are several) and the % change of MSE and MAE against the same student's ``none``
+  run, all read from ``summary.json`` (the numbers the report shows);
+- one figure, copied next to the README so that it renders on a code host;
+- the wall time of the pipeline and each stage's share of the job time, from
+  Snakemake's benchmark files (:func:`stage_times`);
+- the machine and the date the numbers come from.
+
+Nothing is typed by hand, so the README cannot drift from the data: rerun the
+command after a new run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from sdkd.atomic import atomic_path
+from sdkd.errors import SdkdError
+from sdkd.jsonfile import read_json
+from sdkd.plan import MANIFEST, band_setting, dataset_settings, dataset_students
+from sdkd.report.aggregate import read_metrics
+
+START = "<!-- results:start (written by `sdkd readme-results`; edits here are overwritten) -->"
+END = "<!-- results:end -->"
+
+# Snakemake rule (the first folder under results/benchmarks, or the file stem) → stage.
+STAGES = {
+    "acquire": "data",
+    "preprocess": "data",
+    "train_teacher": "teacher",
+    "distill": "distillation",
+    "evaluate": "evaluation",
+    "aggregate": "report",
+    "figures": "report",
+    "report": "report",
+}
+STAGE_ORDER = ("data", "teacher", "distillation", "evaluation", "report")
+
+
+def stage_times(benchmarks: str | Path) -> tuple[pd.DataFrame, float]:
+    """Job seconds per stage and the pipeline's wall time, from Snakemake benchmark files.
+
+    Every ``*.tsv`` under ``benchmarks`` holds one job's wall seconds (column ``s``) and
+    was written when the job ended, so the pipeline ran from the earliest
+    ``mtime − s`` to the latest ``mtime``: that span is the wall time (seconds), which
+    jobs running side by side make shorter than the sum of job times. Returns a table
+    with columns ``stage, jobs, seconds, share`` (share of the summed job seconds) in
+    :data:`STAGE_ORDER` and the wall time.
+    """
+    root = Path(benchmarks)
+    files = sorted(root.rglob("*.tsv"))
+    if not files:
+        raise SdkdError(f"{root}: no Snakemake benchmark files (*.tsv) found")
+    rows, starts, ends = [], [], []
+    for path in files:
+        rule = path.relative_to(root).parts[0].removesuffix(".tsv")
+        stage = STAGES.get(rule)
+        if stage is None:
+            raise SdkdError(f"{path}: benchmark of unknown rule {rule!r}")
+        try:
+            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
+            raise SdkdError(f"{path}: not a Snakemake benchmark file ({exc})") from None
+        end = path.stat().st_mtime
+        starts.append(end - seconds)
+        ends.append(end)
+        rows.append({"stage": stage, "seconds": seconds})
+    table = pd.DataFrame(rows).groupby("stage")["seconds"].agg(["count", "sum"])
+    table = table.reindex([s for s in STAGE_ORDER if s in table.index])
+    out = pd.DataFrame({
+        "stage": table.index,
+        "jobs": table["count"].to_numpy(),
+        "seconds": table["sum"].to_numpy(),
+    })
+    out["share"] = out["seconds"] / out["seconds"].sum()
+    return out, max(ends) - min(starts)
+
+
+def machine() -> str:
+    """The CPU (or GPU) the numbers come from, in words."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, no GPU (torch {torch.__version__})"
+
+
+def _cell(stats: Mapping[str, Any] | None, metric: str, digits: int = 3) -> str:
+    if not stats or metric not in stats:
+        return "—"
+    text = f"{stats[metric]:.{digits}g}"
+    if f"{metric}_std" in stats:
+        text += f" ± {stats[f'{metric}_std']:.2g}"
+    return text
+
+
+def _pct(stats: Mapping[str, Any] | None, key: str) -> str:
+    if not stats or key not in stats:
+        return "—"
+    return f"{stats[key]:+.1f} %"
+
+
+def headline_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
+                  dataset: str) -> list[dict[str, str]]:
+    """The headline table of one dataset: the teacher, then each student × setting."""
+    entry = summary.get("datasets", {}).get(dataset, {})
+    teacher = entry.get("teacher")
+    rows = [{"model": config["models"]["teacher"], "bands": "teacher", "seeds": "1" if teacher
+             else "0", "MSE": _cell(teacher, "mse"), "MAE": _cell(teacher, "mae"),
+             "SSIM": _cell(teacher, "ssim", 4), "MSE vs none": "—", "MAE vs none": "—"}]
+    for student in dataset_students(config, dataset):
+        block = entry.get("students", {}).get(student, {})
+        for bands in dataset_settings(config, dataset):
+            is_none = band_setting(config["distill"], bands).setting == "none"
+            stats = block.get("none") if is_none else block.get("settings", {}).get(bands)
+            rows.append({
+                "model": student, "bands": bands,
+                "seeds": str(stats["n_seeds"]) if stats else "0",
+                "MSE": _cell(stats, "mse"), "MAE": _cell(stats, "mae"),
+                "SSIM": _cell(stats, "ssim", 4),
+                "MSE vs none": _pct(stats, "mse_change_pct"),
+                "MAE vs none": _pct(stats, "mae_change_pct"),
+            })
+    return rows
+
+
+def _markdown(rows: list[dict[str, str]]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if h in ("model", "bands") else "---:" for h in header) + "|"]
+    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _first_gain_figure(figures: Path) -> str:
+    manifest = read_json(figures / MANIFEST, what="figure manifest")
+    for entry in manifest:
+        if entry.get("kind") == "gain":
+            return str(entry["file"])
+    raise SdkdError(f"{figures / MANIFEST}: lists no gain figure; name one with --figure")
+
+
+def results_block(config: Mapping[str, Any], results: str | Path, readme_dir: str | Path,
+                  *, figure: str | None = None, date: str | None = None) -> str:
+    """The markdown between the README's markers (see the module docstring)."""
+    results, readme_dir = Path(results), Path(readme_dir)
+    summary = read_json(results / "tables" / "summary.json", what="summary")
+    metrics = read_metrics(results / "tables" / "metrics.csv")
+    devices = sorted({str(d) for d in metrics["train_device"].dropna()})
+    date = date or dt.date.today().isoformat()
+    parts = [START, "",
+             f"Measured on {machine()}, {date}; training on {', '.join(devices) or '?'}. "
+             "Test split, physical units, per pixel; MSE and MAE are means over seeds "
+             "± their standard deviation; \"vs none\" is the change against the same "
+             "student trained on the ground truth alone (negative = better).", ""]
+    for dataset in config["datasets"]:
+        parts += [f"**{dataset}**", "", _markdown(headline_rows(config, summary, dataset)), ""]
+    figure = figure or _first_gain_figure(results / "figures")
+    source = results / "figures" / figure
+    if not source.is_file():
+        raise SdkdError(f"{source}: figure not found (see results/figures/figures.json)")
+    target = readme_dir / "docs" / "results" / figure
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    parts += [f"![{figure}](docs/results/{figure})", ""]
+    benchmarks = results / "benchmarks"
+    if benchmarks.is_dir():
+        stages, wall = stage_times(benchmarks)
+        shares = ", ".join(f"{r.stage} {100 * r.share:.0f} %" for r in stages.itertuples())
+        parts += [f"Pipeline wall time {wall / 60:.1f} min; share of the job time by stage: "
+                  f"{shares}.", ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def update_readme(readme: str | Path, block: str) -> Path:
+    """Replace the README's results block (markers included) with ``block``, atomically."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise SdkdError(f"{readme}: no results block; it needs the lines\n{START}\n{END}")
+    new = text[:start] + block + text[end + len(END):]
+    with atomic_path(readme) as tmp:
+        tmp.write_text(new, encoding="utf-8")
+    return readme
