@@ -114,6 +114,15 @@ def _cmd_report(args: argparse.Namespace) -> None:
     log.info("report → %s", path)
 
 
+def _cmd_readme_results(args: argparse.Namespace) -> None:
+    from sdkd.report.readme import results_block, update_readme
+
+    config = configuration.load(args.config)
+    block = results_block(config, args.results, args.readme.parent, figure=args.figure,
+                          date=args.date)
+    log.info("results block → %s", update_readme(args.readme, block))
+
+
 def _cmd_raw_filename(args: argparse.Namespace) -> None:
     config = configuration.load(args.config)
     print(configuration.raw_filename(configuration.dataset_config(config, args.dataset)))
@@ -198,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, nargs="+", required=True,
                    help="canonical HDF5 of every dataset (provenance)")
     p.add_argument("--out", type=Path, required=True, help="report HTML to write")
+
+    p = step("readme-results", _cmd_readme_results,
+             "write the README's Results block from a finished results tree")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="results folder of the run (default: results)")
+    p.add_argument("--readme", type=Path, default=Path("README.md"),
+                   help="README with the results markers (default: README.md)")
+    p.add_argument("--figure", default=None,
+                   help="PNG in results/figures to show (default: the first gain figure)")
+    p.add_argument("--date", default=None, help="date of the run (default: today)")
     return parser
 
 
