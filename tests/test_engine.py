@@ -125,40 +125,148 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch):
+LOSSES = ["train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae", "lr"]
+
+
+def assert_same_outputs(a, b):
+    """best.pt and history.csv of two runs agree in everything but timings."""
+    best_a, best_b = load_checkpoint(a / "best.pt"), load_checkpoint(b / "best.pt")
+    for key in ("kind", "epoch", "val_loss", "meta", "config"):
+        assert best_a[key] == best_b[key], key
+    assert best_a["model"].keys() == best_b["model"].keys()
+    for key in best_a["model"]:
+        assert torch.equal(best_a["model"][key], best_b["model"][key]), key
+    assert [best_a["history_row"][k] for k in LOSSES] == [best_b["history_row"][k] for k in LOSSES]
+    rows_a, rows_b = read_csv(a / "history.csv"), read_csv(b / "history.csv")
+    assert [list(r) for r in rows_a] == [list(r) for r in rows_b]
+    assert [[r[k] for k in LOSSES] for r in rows_a] == [[r[k] for k in LOSSES] for r in rows_b]
+
+
+def best_first(model, x, y):
+    """Picked on ``neg_mse`` the best epoch is the first: later epochs never write best.pt."""
+    loss, terms = mse_loss(model, x, y)
+    return loss, {**terms, "neg_mse": -terms["mse"]}
+
+
+@pytest.mark.parametrize(("kill", "delete", "monitor"), [
+    ("after epoch 2", False, None),
+    # what Snakemake does before rerunning an incomplete job: its declared outputs go,
+    # the undeclared last.pt stays
+    ("after epoch 2", True, None),
+    ("after epoch 2", True, "neg_mse"),  # no later epoch would write best.pt again
+    # killed between best.pt/history.csv and last.pt of epoch 3: both are one epoch ahead
+    ("during epoch 3", False, None),
+    ("during epoch 3", True, "neg_mse"),
+])
+def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch, kill, delete, monitor):
     cfg = config()
+    loss_fn = mse_loss if monitor is None else best_first
     model_a = model()
-    fit(model_a, mse_loss, TRAIN, VAL, cfg, tmp_path / "a", device=CPU, meta=META)
+    first = fit(model_a, loss_fn, TRAIN, VAL, cfg, tmp_path / "a", device=CPU, meta=META,
+                monitor=monitor)
+    if monitor is not None:
+        assert first.best_epoch == 1
 
     real_save = engine.save_checkpoint
 
     def dying(path, payload):
+        if kill == "during epoch 3" and path.name == "last.pt" and payload["epoch"] == 3:
+            raise Killed
         real_save(path, payload)
-        if path.name == "last.pt" and payload["epoch"] == 2:
+        if kill == "after epoch 2" and path.name == "last.pt" and payload["epoch"] == 2:
             raise Killed
 
+    run = tmp_path / "b"
     monkeypatch.setattr(engine, "save_checkpoint", dying)
     with pytest.raises(Killed):
-        fit(model(), mse_loss, TRAIN, VAL, cfg, tmp_path / "b", device=CPU, meta=META)
+        fit(model(), loss_fn, TRAIN, VAL, cfg, run, device=CPU, meta=META, monitor=monitor)
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    assert not (tmp_path / "b" / "done.json").exists()
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
+    assert not (run / "done.json").exists()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    expected_rows = 3 if kill == "during epoch 3" else 2
+    assert len(read_csv(run / "history.csv")) == expected_rows
+    if delete:
+        (run / "best.pt").unlink()
+        (run / "history.csv").unlink()
 
     # A new process: other global RNG states, another initialisation.
     torch.manual_seed(1234)
     np.random.seed(99)
     model_b = model(seed=7)
-    resumed = fit(model_b, mse_loss, TRAIN, VAL, cfg, tmp_path / "b", device=CPU, meta=META)
+    resumed = fit(model_b, loss_fn, TRAIN, VAL, cfg, run, device=CPU, meta=META, monitor=monitor)
 
     assert resumed.epochs_run == 4
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     assert state_a.keys() == state_b.keys()
     for key in state_a:
         assert torch.equal(state_a[key], state_b[key]), key
-    rows_a = read_csv(tmp_path / "a" / "history.csv")
-    rows_b = read_csv(tmp_path / "b" / "history.csv")
-    losses = ["train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae", "lr"]
-    assert [[r[k] for k in losses] for r in rows_a] == [[r[k] for k in losses] for r in rows_b]
+    assert_same_outputs(tmp_path / "a", run)
+
+
+def test_resume_rewrites_outputs_from_last_pt_before_training_on(tmp_path, monkeypatch):
+    """Killed again before the next improvement, a resumed run still has both files."""
+    run = tmp_path / "run"
+    real_save = engine.save_checkpoint
+
+    def dying(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt":
+            raise Killed
+
+    monkeypatch.setattr(engine, "save_checkpoint", dying)
+    with pytest.raises(Killed):
+        fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    last = load_checkpoint(run / "last.pt")
+    assert last["best"]["epoch"] == last["best_epoch"] == 1
+    (run / "best.pt").unlink()
+    (run / "history.csv").unlink()
+
+    def killed_in_epoch_2(model, x, y):
+        raise Killed
+
+    with pytest.raises(Killed):
+        fit(model(), killed_in_epoch_2, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
+    assert [int(r["epoch"]) for r in read_csv(run / "history.csv")] == [1]
+
+
+def test_finished_run_missing_its_outputs_is_rebuilt_without_training(tmp_path, caplog):
+    run = tmp_path / "run"
+    fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    (tmp_path / "a").mkdir()
+    for name in ("best.pt", "history.csv"):
+        (tmp_path / "a" / name).write_bytes((run / name).read_bytes())
+    done = json.loads((run / "done.json").read_text())
+    (run / "best.pt").unlink()
+    (run / "history.csv").unlink()
+
+    def no_training(model, x, y):
+        pytest.fail("trained again")
+
+    with caplog.at_level("WARNING"):
+        result = fit(model(), no_training, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    assert "finished, but best.pt and history.csv missing; rebuilding from last.pt" in caplog.text
+    assert result.epochs_run == 4 and result.best_epoch == done["best_epoch"]
+    assert_same_outputs(tmp_path / "a", run)
+    assert json.loads((run / "done.json").read_text())["history"] == done["history"]
+
+
+def test_last_pt_without_best_weights_starts_over(tmp_path, caplog):
+    """A last.pt of an older sdkd cannot rebuild best.pt: training starts over."""
+    run = tmp_path / "run"
+    fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    last = load_checkpoint(run / "last.pt")
+    del last["best"], last["format_version"]
+    save_checkpoint(run / "last.pt", last)
+    for name in ("done.json", "best.pt", "history.csv"):
+        (run / name).unlink()
+    with caplog.at_level("WARNING"):
+        result = fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    assert "holds no best weights" in caplog.text
+    fresh = fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path / "fresh", device=CPU,
+                meta=META)
+    assert [r["train_loss"] for r in result.history] == [r["train_loss"] for r in fresh.history]
+    assert_same_outputs(tmp_path / "fresh", run)
 
 
 def test_another_config_or_meta_starts_over(tmp_path, monkeypatch, caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from sdkd.data.dataset import ForecastWindows
+from sdkd.plan import expected_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,13 +63,19 @@ def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool
     return a[0] < b[1] and b[0] < a[1]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("smoke")
+def _copy_workflow(work: Path) -> Path:
+    """``work`` with a copy of the Snakefile, workflow/ and config/."""
+    work.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config"):
         source = ROOT / name
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, work / name)
+    return work
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    work = _copy_workflow(tmp_path_factory.mktemp("smoke"))
     # cores to spare, so only the gpu resource keeps training jobs apart
     result = _snakemake(work, "--configfile", "config/smoke.yaml", "--resources", "gpu=1",
                         cores=4)
@@ -186,3 +194,156 @@ def test_changing_one_setting_reruns_only_its_students(smoke_run, tmp_path):
     counts = _job_counts(result.stdout + result.stderr)
     assert counts == {"distill": 2, "evaluate_student": 2, "aggregate": 1, "figures": 1,
                       "report": 1, "all": 1}
+
+
+# ---- every file a job reads from a training folder is declared ----------------------------
+#
+# On Kubernetes (workflow/profiles/kubernetes) pods share no file system: a job sees
+# only its declared inputs, staged from the object store, and only its declared
+# outputs reach later jobs. These tests hold the rules to that without a cluster.
+
+# Cluster jobs whose shell command reads files of a training folder another job wrote
+# (figures, a local job, too: see test_jobs_declare_the_training_files_they_read).
+READERS = ("distill", "evaluate_teacher", "evaluate_student")
+TRAINING_RULES = ("train_teacher", "distill")
+
+
+def _jobs(listing: str) -> list[dict]:
+    """The jobs of a `snakemake -n -p` listing: rule, input and output files, command.
+
+    Storage annotations ("(retrieve from storage)") are dropped from the file names.
+    """
+    def files(block: str, key: str) -> list[str]:
+        line = re.search(rf"^\s+{key}: (.*)$", block, re.M)
+        return [] if line is None else [re.sub(r" \(.*\)$", "", f) for f in line[1].split(", ")]
+
+    jobs = []
+    for block in re.split(r"\n\s*\n", listing):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, re.M)
+        if rule:
+            shell = re.search(r"^Shell command: (.*)$", block, re.M)
+            jobs.append({"rule": rule[1], "input": files(block, "input"),
+                         "output": files(block, "output"), "shell": shell[1] if shell else ""})
+    return jobs
+
+
+def _training_reads(shell: str, runs: list[dict]) -> set[str]:
+    """Files of training folders that an `sdkd` command line reads, by its options.
+
+    `--run DIR` (evaluate): the weights and the training cost; `--teacher FILE`
+    (distill): that file; `--runs-root ROOT` (figures): every run's history.csv.
+    """
+    reads = set()
+    for folder in re.findall(r"--run (\S+)", shell):
+        reads |= {f"{folder}/best.pt", f"{folder}/history.csv"}
+    reads |= set(re.findall(r"--teacher (\S+)", shell))
+    for root in re.findall(r"--runs-root (\S+)", shell):
+        reads |= {f"{root}/{run['run_dir']}/history.csv" for run in runs}
+    return reads
+
+
+@pytest.fixture(scope="module")
+def smoke_listing(tmp_path_factory) -> tuple[list[dict], list[dict]]:
+    """(jobs, expected runs) of a dry run of the whole smoke DAG, nothing built yet."""
+    work = _copy_workflow(tmp_path_factory.mktemp("listing"))
+    result = _snakemake(work, "-n", "-p", "--configfile", "config/smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (resolved,) = (work / ".snakemake/sdkd").glob("config-*.yaml")
+    return _jobs(result.stdout + result.stderr), expected_runs(yaml.safe_load(resolved.read_text()))
+
+
+def test_training_jobs_declare_what_later_jobs_read(smoke_listing):
+    jobs, _ = smoke_listing
+    for rule in TRAINING_RULES:
+        outputs = [job["output"] for job in jobs if job["rule"] == rule]
+        assert outputs, f"no {rule} job in the dry run"
+        for files in outputs:
+            assert sorted(Path(f).name for f in files) == ["best.pt", "done.json", "history.csv"]
+            # never last.pt: Snakemake would delete it before rerunning an incomplete job
+
+
+@pytest.mark.parametrize("rule", [
+    *READERS,
+    "figures",
+])
+def test_jobs_declare_the_training_files_they_read(smoke_listing, rule):
+    jobs, runs = smoke_listing
+    readers = [job for job in jobs if job["rule"] == rule]
+    assert readers, f"no {rule} job in the dry run"
+    assert any(_training_reads(job["shell"], runs) for job in readers)
+    for job in readers:
+        undeclared = _training_reads(job["shell"], runs) - set(job["input"])
+        assert not undeclared, f"{rule} reads undeclared {sorted(undeclared)[:3]}"
+
+
+def test_kubernetes_profile_stages_the_training_files(tmp_path):
+    """The profile's dry run, with a local folder standing in for the object store."""
+    pytest.importorskip("snakemake_executor_plugin_kubernetes")
+    pytest.importorskip("snakemake_storage_plugin_fs")
+    work = _copy_workflow(tmp_path / "work")
+    store = tmp_path / "store"
+    store.mkdir()
+    # The profile's s3 storage needs credentials even for a dry run; the fs plugin has
+    # the same staging semantics (declared files only, local copies under
+    # .snakemake/storage/fs/) without a bucket. Nothing is submitted in a dry run.
+    result = _snakemake(work, "--profile", "workflow/profiles/kubernetes", "-n", "-p",
+                        "--configfile", "config/smoke.yaml", "--default-storage-provider",
+                        "fs", "--default-storage-prefix", str(store))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    (resolved,) = (work / ".snakemake/sdkd").glob("config-*.yaml")
+    runs = expected_runs(yaml.safe_load(resolved.read_text()))
+    jobs = _jobs(output)
+
+    def local(path: str) -> str:  # where a job finds a staged file
+        return f".snakemake/storage/fs/{path.lstrip('/')}"
+
+    for job in jobs:
+        if job["rule"] in TRAINING_RULES:
+            assert {Path(f).name for f in job["output"]} == {"best.pt", "history.csv",
+                                                            "done.json"}
+            assert all(f.startswith(str(store)) for f in job["output"])
+        if job["rule"] in READERS:
+            staged = {local(f) for f in job["input"]}
+            assert _training_reads(job["shell"], runs) <= staged, job["shell"]
+    assert any(_training_reads(job["shell"], runs) for job in jobs
+               if job["rule"] in READERS)
+
+
+def test_jobs_run_with_only_their_declared_inputs(copy_of_smoke):
+    """Training and evaluation jobs in `shadow: "minimal"` folders, which hold links to
+    the declared inputs only (as a Kubernetes pod holds the staged ones); a file read
+    but not declared is missing there: best.pt stops the job, history.csv leaves the
+    evaluation's training cost empty."""
+    work = copy_of_smoke
+    rules = ("train_teacher", *READERS)
+    for path in (work / "workflow/rules").glob("*.smk"):
+        text = path.read_text()
+        for rule in rules:
+            text = re.sub(rf'^(rule {rule}:\n    """.*?"""\n)', r'\1    shadow: "minimal"\n',
+                          text, flags=re.M | re.S)
+        path.write_text(text)
+    assert sum(p.read_text().count('shadow: "minimal"')
+               for p in (work / "workflow/rules").glob("*.smk")) == len(rules)
+    # The resolved config is a job's param, not an input: give it an absolute path,
+    # which the shadow folder does not hide (in a pod, Snakemake writes it anew).
+    common = work / "workflow/rules/common.smk"
+    old = 'write_resolved(config, ".snakemake/sdkd")'
+    assert old in common.read_text()
+    common.write_text(common.read_text().replace(
+        old, f'write_resolved(config, {str(work / ".snakemake/sdkd")!r})'))
+
+    targets = ["results/eval/navier_stokes/teacher/teacher-tiny.json",
+               "results/eval/navier_stokes/unet-s/dual/seed-0.json"]
+    result = _snakemake(work, *targets, "--configfile", "config/smoke.yaml",
+                        "--forcerun", "train_teacher")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _job_counts(result.stdout + result.stderr) == {
+        "train_teacher": 1, "distill": 1, "evaluate_teacher": 1, "evaluate_student": 1}
+    for target in targets:
+        evaluation = json.loads((work / target).read_text())
+        assert evaluation["efficiency"]["training"]["epochs"] == 2, target
+    # Undeclared files stay behind in the shadow folder: the run folder's last.pt is
+    # still the copied one, older than the new best.pt.
+    run = work / "results/teachers/navier_stokes/teacher-tiny"
+    assert (run / "last.pt").stat().st_mtime < (run / "best.pt").stat().st_mtime

@@ -38,6 +38,15 @@ Files in ``out_dir`` (written atomically, in this order, every epoch):
     last, it is the commit point of an epoch). ``done.json`` appears only when training
     has finished (all epochs, or early stop) and summarises the run.
 
+Resuming from ``last.pt`` alone
+    ``last.pt`` also holds the payload of ``best.pt`` (a CPU copy of the best weights,
+    with its epoch and score) and every history row, so a resumed run first rewrites
+    ``best.pt`` and ``history.csv`` from it. A workflow manager may therefore delete
+    those two (Snakemake deletes the declared outputs of an incomplete job before
+    rerunning it, and they must be declared for a cluster executor to ship them to
+    later jobs); only ``last.pt`` has to survive. The rewrite also rolls back an epoch
+    that a kill interrupted between ``best.pt`` and ``last.pt``.
+
 Non-finite losses
     Step losses are checked on the host every ``cfg.log_every`` steps and at the end of
     each epoch (not every step, which would force a GPU sync per step). A NaN/Inf in the
@@ -183,8 +192,10 @@ def fit(
     a finished run (``done.json``) is returned as stored, and an unfinished one
     continues from ``last.pt`` — both only when they were written with the same train
     config and meta; otherwise (a changed parameter) training starts over, with a
-    warning. With ``resume=False`` training always starts over (an old ``done.json`` is
-    removed first, the other files are replaced epoch by epoch).
+    warning. Resuming first rewrites ``best.pt`` and ``history.csv`` from ``last.pt``, so
+    they may be missing (a finished run missing them is rebuilt the same way). With
+    ``resume=False`` training always starts over (an old ``done.json`` is removed first,
+    the other files are replaced epoch by epoch).
 
     ``monitor`` names the validation term that picks ``best.pt`` and drives early
     stopping (default: the total loss). A distilled student is selected on ``gt``, its
@@ -200,7 +211,13 @@ def fit(
     if resume and done_path.exists():
         finished = _finished(done_path, config, meta)
         if finished is not None:
-            return finished
+            missing = [name for name in (BEST, HISTORY) if not (out_dir / name).exists()]
+            if not missing:
+                return finished
+            # Not returned as is: later steps read these files. last.pt of the last
+            # epoch rebuilds them below (the loop then has nothing left to run).
+            then = f"rebuilding from {LAST}" if last_path.exists() else f"no {LAST}: training again"
+            log.warning("%s: finished, but %s missing; %s", out_dir, " and ".join(missing), then)
     done_path.unlink(missing_ok=True)
     for name, dataset in (("train_set", train_set), ("val_set", val_set)):
         if len(dataset) == 0:  # type: ignore[arg-type]
@@ -238,9 +255,16 @@ def fit(
     # ---- state: fresh, or restored from last.pt -------------------------------------------
     epoch, best_val, best_epoch, bad_epochs = 0, math.inf, 0, 0
     history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None  # the payload of best.pt, kept for every last.pt
     ckpt = load_checkpoint(last_path, what="checkpoint") if resume and last_path.exists() else None
     if ckpt is not None and (stale := _stale(ckpt, config, meta)):
         log.warning("%s was written %s; starting over", last_path, stale)
+        ckpt = None
+    if ckpt is not None and "best" not in ckpt:
+        # Written before last.pt carried the best weights: best.pt cannot be rebuilt
+        # from it (and may have been deleted), so this run cannot be finished correctly.
+        log.warning("%s holds no best weights (an older sdkd wrote it); starting over",
+                    last_path)
         ckpt = None
     if ckpt is not None:
         try:
@@ -253,8 +277,12 @@ def fit(
             ) from None
         set_rng_state(ckpt["rng"], device)
         epoch, best_val, best_epoch = ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"]
-        bad_epochs, history = ckpt["bad_epochs"], list(ckpt["history"])
+        bad_epochs, history, best = ckpt["bad_epochs"], list(ckpt["history"]), ckpt["best"]
         log.info("resuming %s after epoch %d of %d", out_dir, epoch, cfg.epochs)
+        # Back to this commit point: best.pt and history.csv may be missing (deleted by
+        # the workflow manager) or one epoch ahead (killed before last.pt was written).
+        save_checkpoint(out_dir / BEST, best)
+        write_history(out_dir / HISTORY, history)
     else:
         seed_everything(cfg.seed)
 
@@ -346,16 +374,19 @@ def fit(
 
         # outputs: best.pt, history.csv, then last.pt (the commit point of this epoch)
         if improved:
-            save_checkpoint(out_dir / BEST, {
-                "kind": "best", "model": model.state_dict(), "meta": meta, "config": config,
-                "epoch": epoch, "val_loss": val_loss, "history_row": row,
-            })
+            # A CPU copy: the weights change next epoch, and every last.pt carries it.
+            best = {
+                "kind": "best", "model": _cpu_copy(model.state_dict()), "meta": meta,
+                "config": config, "epoch": epoch, "val_loss": val_loss, "history_row": row,
+            }
+            save_checkpoint(out_dir / BEST, best)
         write_history(out_dir / HISTORY, history)
         save_checkpoint(last_path, {
             "kind": "last", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": get_rng_state(device),
             "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
             "bad_epochs": bad_epochs, "history": history, "meta": meta, "config": config,
+            "best": best,
         })
         stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
         if stopped_early:
@@ -455,6 +486,11 @@ def _evaluate(
         seen += x.shape[0]
     assert sums is not None
     return (sums[:-1] / seen).tolist()
+
+
+def _cpu_copy(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A copy of a ``state_dict`` in host memory, detached from the live parameters."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -104,7 +104,8 @@ def evaluation_files(wildcards):
 
 
 def training_runs(wildcards):
-    return [f"results/{run['run_dir']}/done.json" for run in RUNS]
+    """Every run's history.csv: the figures job draws the training curves from them."""
+    return [f"results/{run['run_dir']}/history.csv" for run in RUNS]
 
 
 def _root(path, relative):
@@ -123,7 +124,7 @@ def eval_root(wildcards, input):
 
 def runs_root(wildcards, input):
     """results, the folder holding teachers/ and students/, from the rule's inputs."""
-    return _root(input.runs[0], f"{RUNS[0]['run_dir']}/done.json")
+    return _root(input.runs[0], f"{RUNS[0]['run_dir']}/history.csv")
 
 
 def figure_output(figure):

@@ -4,10 +4,13 @@ rule distill:
         data="results/data/{dataset}.h5",
         teacher=teacher_for_setting,
     output:
-        "results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
+        # Declared and undeclared (last.pt) files as in train_teacher.smk.
+        best="results/students/{dataset}/{student}/{bands}/seed-{seed}/best.pt",
+        history="results/students/{dataset}/{student}/{bands}/seed-{seed}/history.csv",
+        done="results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
     params:
         config=CONFIG_FILE,
-        run=lambda w, output: os.path.dirname(output[0]),
+        run=lambda w, output: os.path.dirname(output.done),
         teacher=teacher_checkpoint,
         settings=lambda w: canonical(
             [

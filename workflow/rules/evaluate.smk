@@ -2,12 +2,14 @@ rule evaluate_teacher:
     """Test-split metrics of the teacher (docs/evaluation-format.md)."""
     input:
         data="results/data/{dataset}.h5",
-        run="results/teachers/{dataset}/{teacher}/done.json",
+        # the files `sdkd evaluate --run <folder>` reads: weights and training cost
+        checkpoint="results/teachers/{dataset}/{teacher}/best.pt",
+        history="results/teachers/{dataset}/{teacher}/history.csv",
     output:
         "results/eval/{dataset}/teacher/{teacher}.json",
     params:
         config=CONFIG_FILE,
-        run=lambda w, input: os.path.dirname(input.run),
+        run=lambda w, input: os.path.dirname(input.checkpoint),
         settings=lambda w: canonical(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/teacher/{teacher}.log",
@@ -28,12 +30,14 @@ rule evaluate_student:
     """Test-split metrics of one student run."""
     input:
         data="results/data/{dataset}.h5",
-        run="results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
+        # the files `sdkd evaluate --run <folder>` reads: weights and training cost
+        checkpoint="results/students/{dataset}/{student}/{bands}/seed-{seed}/best.pt",
+        history="results/students/{dataset}/{student}/{bands}/seed-{seed}/history.csv",
     output:
         "results/eval/{dataset}/{student}/{bands}/seed-{seed}.json",
     params:
         config=CONFIG_FILE,
-        run=lambda w, input: os.path.dirname(input.run),
+        run=lambda w, input: os.path.dirname(input.checkpoint),
         settings=lambda w: canonical(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/{student}/{bands}/seed-{seed}.log",

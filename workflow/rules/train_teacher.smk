@@ -3,13 +3,17 @@ rule train_teacher:
     input:
         data="results/data/{dataset}.h5",
     output:
-        # done.json appears only when training has finished; best.pt, last.pt and
-        # history.csv beside it are not declared, so Snakemake never deletes the
-        # checkpoint a rerun resumes from.
-        "results/teachers/{dataset}/{teacher}/done.json",
+        # What later jobs read is declared, so a cluster executor without a shared file
+        # system (Kubernetes) ships it to them. last.pt, the checkpoint a rerun resumes
+        # from, is not: Snakemake deletes the declared outputs of an incomplete job
+        # before rerunning it, and the resumed run rebuilds best.pt and history.csv
+        # from last.pt. done.json appears only when training has finished.
+        best="results/teachers/{dataset}/{teacher}/best.pt",
+        history="results/teachers/{dataset}/{teacher}/history.csv",
+        done="results/teachers/{dataset}/{teacher}/done.json",
     params:
         config=CONFIG_FILE,
-        run=lambda w, output: os.path.dirname(output[0]),
+        run=lambda w, output: os.path.dirname(output.done),
         settings=lambda w: canonical(
             [
                 config["seed"],
