@@ -162,6 +162,30 @@ def test_evaluation_file(runs, role):
     assert evaluation["created_with"].startswith("sdkd ")
 
 
+def test_inference_timing_is_bounded(runs, monkeypatch):
+    """Warm-up, then timed runs until TIMING_REPEATS or TIMING_BUDGET_S (at least one); a
+    batch size the evaluation loop already ran skips its warm-up."""
+    from sdkd.evaluate import run as evaluate_module
+
+    model, _, _ = evaluate_module.load_model(runs["teacher"] / "best.pt", {})
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0]))
+    frame = (1, GRID, GRID)
+    cpu = torch.device("cpu")
+
+    out = evaluate_module.inference_cost(model, frame, 4, cpu)
+    repeats = evaluate_module.TIMING_REPEATS
+    assert calls == [1] * (1 + repeats) + [4] * (1 + repeats)  # tiny model: within budget
+    assert out["repeats"] == repeats and out["batch"] == 4
+
+    calls.clear()
+    monkeypatch.setattr(evaluate_module, "TIMING_BUDGET_S", 0.0)  # a model slower than it
+    out = evaluate_module.inference_cost(model, frame, 4, cpu, warm_batches={4, 2})
+    assert calls == [1, 1, 4]  # batch 1: warm-up + one timed run; batch 4: warm already
+    assert out["repeats"] == 1
+    assert out["latency_ms"] > 0 and out["samples_per_s"] > 0
+
+
 def test_checkpoint_path_without_history(runs, tmp_path):
     lone = tmp_path / "lone.pt"
     shutil.copy(runs["teacher"] / "best.pt", lone)

@@ -78,22 +78,55 @@ def test_pointwise_against_numpy():
             peak_signal_noise_ratio(t[:, j], p[:, j], data_range=dr), abs=1e-4)
 
 
+def _skimage_ssim(prediction, truth, dr):
+    """scikit-image's SSIM of each (H, W) frame of (..., H, W) float64 tensors."""
+    out = np.empty(prediction.shape[:-2])
+    for idx in np.ndindex(*out.shape):
+        out[idx] = structural_similarity(truth[idx].numpy(), prediction[idx].numpy(),
+                                         gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, data_range=dr)
+    return out
+
+
 def test_ssim_matches_scikit_image():
     prediction, truth = pair((2, 3, 2, 32, 28))
     dr = data_range_of(prediction, truth)
     ours = ssim_frames(prediction, truth, dr)
-    assert ours.shape == (2, 3, 2)
-    for idx in np.ndindex(*ours.shape):
-        ref = structural_similarity(truth[idx].numpy(), prediction[idx].numpy(),
-                                    gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, data_range=dr)
-        assert float(ours[idx]) == pytest.approx(ref, abs=1e-4)
+    assert ours.shape == (2, 3, 2) and ours.dtype == torch.float64
+    np.testing.assert_allclose(ours.numpy(), _skimage_ssim(prediction, truth, dr), rtol=0,
+                               atol=1e-8)
     metrics = ForecastMetrics(3, dr)
     metrics.update(prediction, truth)
     out = metrics.compute()
     assert out["metrics"]["ssim"] == pytest.approx(float(ours.mean()), abs=1e-12)
     np.testing.assert_allclose(out["per_lead_time"]["ssim"], ours.mean(dim=(0, 2)).numpy())
     assert 0 < out["metrics"]["ssim"] < 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape"),
+    [("noise", (4, 64, 64)), ("noise", (3, 11, 11)), ("noise", (2, 12, 40)),
+     ("smooth", (4, 64, 64)), ("smooth", (3, 17, 31)), ("offset", (3, 32, 32))],
+)
+def test_ssim_against_scikit_image_fields(kind, shape):
+    """Own separable SSIM = scikit-image on white noise, smooth fields, the smallest grid
+    (11 px: one interior pixel), non-square grids and data far from zero (cancellation)."""
+    gen = torch.Generator().manual_seed(len(kind) + shape[-1])
+    if kind == "noise":
+        truth = torch.rand(shape, generator=gen, dtype=torch.float64)
+        prediction = torch.rand(shape, generator=gen, dtype=torch.float64)
+    else:
+        truth = smooth(shape, seed=1)
+        prediction = 0.8 * truth + 0.5 * smooth(shape, seed=2, scale=10.0)
+        if kind == "offset":  # e.g. temperatures in kelvin: small variations on 300
+            truth, prediction = truth * 0.01 + 300, prediction * 0.01 + 300
+    dr = data_range_of(prediction, truth)
+    ours = ssim_frames(prediction, truth, dr)
+    # Both compute σ² = E[x²] − μ² in float64; at 300 ± 0.05 the two sums round apart by
+    # ~1e-8 in SSIM (still far inside the 1e-4 the evaluation needs).
+    atol = 1e-6 if kind == "offset" else 1e-8
+    np.testing.assert_allclose(ours.numpy(), _skimage_ssim(prediction, truth, dr), rtol=0,
+                               atol=atol)
 
 
 def test_ssim_float32_and_small_grid():
@@ -183,5 +216,5 @@ def test_ssim_chunking_does_not_change_values(monkeypatch):
     prediction, truth = pair((2, 3, 2, 16, 16))
     dr = data_range_of(prediction, truth)
     whole = ssim_frames(prediction, truth, dr)
-    monkeypatch.setattr(metrics, "_SSIM_BYTES", 1)  # one frame per torchmetrics call
+    monkeypatch.setattr(metrics, "_SSIM_BYTES", 1)  # one frame per chunk
     torch.testing.assert_close(ssim_frames(prediction, truth, dr), whole, rtol=0, atol=1e-14)

@@ -18,8 +18,9 @@ window, de-normalise prediction and truth with the train statistics and accumula
 metric, the band errors and the spectra; (4) measure the model's cost (parameters, FLOPs,
 latency at batch 1 and throughput at the evaluation batch size: medians of up to
 :data:`TIMING_REPEATS` timed runs, fewer once they took :data:`TIMING_BUDGET_S`, after
-:data:`TIMING_WARMUP` warm-up run, on the evaluation device) and read the training cost
-from the run's ``history.csv`` (nulls when it is absent); (5) write the JSON atomically.
+:data:`TIMING_WARMUP` warm-up run, on the evaluation device; a batch size that the
+evaluation loop has just run needs no warm-up run) and read the training cost from the
+run's ``history.csv`` (nulls when it is absent); (5) write the JSON atomically.
 Non-finite numbers (PSNR of a perfect forecast, SSIM on grids under 11 px) are written
 as ``null``: the file is strict JSON.
 """
@@ -33,7 +34,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,12 @@ SPLIT = "test"
 DATA_RANGE_DEFINITION = "max − min over the test split, all frames and channels"
 TIMING_WARMUP = 1
 TIMING_REPEATS = 5
-TIMING_BUDGET_S = 10.0
-"""Timed runs stop early once they have taken this long (big models on a CPU); at least one."""
+TIMING_BUDGET_S = 0.5
+"""Per measurement (latency, throughput): timed runs stop once they have taken this long in
+all; at least one. So the two cost about 1 s beyond their warm-ups, unless one forward pass
+alone is longer (a big model on a CPU, e.g. teacher-small at batch 16 on 2 cores: ~2 s),
+which is then timed once. (It was 10 s, which on a CPU made the timing most of an
+evaluation's time.)"""
 
 # Keys every evaluation file has (nested blocks: their own keys).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -216,12 +221,14 @@ def _sync(device: torch.device) -> None:
 
 
 def _median_seconds(
-    model: ForecastModel, x: torch.Tensor, device: torch.device
+    model: ForecastModel, x: torch.Tensor, device: torch.device, warmup: int = TIMING_WARMUP
 ) -> tuple[float, int]:
-    """(median seconds of a forward pass, number of timed runs) after the warm-up runs."""
+    """(median seconds of a forward pass on x (B, T_in, C, H, W), number of timed runs)
+    after ``warmup`` untimed runs; timed runs stop at :data:`TIMING_REPEATS` or once they
+    took :data:`TIMING_BUDGET_S` in all (at least one)."""
     times: list[float] = []
     with torch.inference_mode():
-        for _ in range(TIMING_WARMUP):
+        for _ in range(warmup):
             model(x)
         while len(times) < TIMING_REPEATS and (not times or sum(times) < TIMING_BUDGET_S):
             _sync(device)
@@ -233,15 +240,23 @@ def _median_seconds(
 
 
 def inference_cost(
-    model: ForecastModel, frame_shape: tuple[int, int, int], batch: int, device: torch.device
+    model: ForecastModel, frame_shape: tuple[int, int, int], batch: int, device: torch.device,
+    *, warm_batches: Collection[int] = (),
 ) -> dict[str, Any]:
-    """Latency (ms, batch 1) and throughput (samples/s at ``batch``) on ``device``."""
+    """Latency (ms, batch 1) and throughput (samples/s at ``batch``) on ``device``.
+
+    ``frame_shape`` is (C, H, W). ``warm_batches``: batch sizes that the model has just
+    run on ``device`` at this frame shape (the evaluation loop's batches); their warm-up
+    run is skipped, as that run already paid for the lazy set-up (allocator, kernels) a
+    warm-up is there to exclude, and it is a whole forward pass of the largest batch.
+    """
     gen = torch.Generator().manual_seed(0)
     shape = (model.in_steps, *frame_shape)
     one = torch.randn(1, *shape, generator=gen).to(device)
     many = torch.randn(batch, *shape, generator=gen).to(device)
-    latency, n_latency = _median_seconds(model, one, device)
-    per_batch, n_batch = _median_seconds(model, many, device)
+    warmup = {b: 0 if b in warm_batches else TIMING_WARMUP for b in (1, batch)}
+    latency, n_latency = _median_seconds(model, one, device, warmup[1])
+    per_batch, n_batch = _median_seconds(model, many, device, warmup[batch])
     return {
         "device": device_name(device),
         "batch": batch,
@@ -322,6 +337,7 @@ def evaluate_run(
     lead_times = sorted({1, test.out_steps})
     sample: dict[str, Any] | None = None
     seen = 0
+    batch_sizes: set[int] = set()  # batch sizes the model ran at: warm for the timing
     with torch.inference_mode():
         for x, y in tqdm(loader, desc=f"evaluate {name}", unit="batch", leave=False,
                          disable=None):
@@ -346,6 +362,7 @@ def evaluate_run(
                     "prediction": [_field(prediction[0, t - 1, 0]) for t in lead_times],
                 }
             seen += x.shape[0]
+            batch_sizes.add(int(x.shape[0]))
 
     scores = metrics_acc.compute()
     k, _ = spectra["truth"].compute()
@@ -354,7 +371,8 @@ def evaluate_run(
     efficiency = {
         "parameters": count_parameters(model),
         "flops_per_sample": flops_per_sample(model, height, width),
-        "inference": inference_cost(model, test.frame_shape, batch_size, device),
+        "inference": inference_cost(model, test.frame_shape, batch_size, device,
+                                    warm_batches=batch_sizes),
         "training": training_cost(ckpt_path.parent),
     }
     seed = meta.get("seed")

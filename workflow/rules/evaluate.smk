@@ -1,3 +1,6 @@
+# Evaluation is a few seconds of small tensor work per run: one thread per job and jobs
+# side by side use a CPU's cores better (`--set-threads evaluate_student=N` to change).
+
 rule evaluate_teacher:
     """Test-split metrics of the teacher (docs/evaluation-format.md)."""
     input:
@@ -17,7 +20,7 @@ rule evaluate_teacher:
         "results/benchmarks/evaluate/{dataset}/teacher/{teacher}.tsv"
     conda:
         "../envs/sdkd.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     shell:
@@ -45,7 +48,7 @@ rule evaluate_student:
         "results/benchmarks/evaluate/{dataset}/{student}/{bands}/seed-{seed}.tsv"
     conda:
         "../envs/sdkd.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     shell:
