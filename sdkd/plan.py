@@ -6,7 +6,7 @@ torch. ``sdkd -n``-style planning of a paper-sized grid then costs milliseconds,
 seconds those imports take. The heavy modules build on it:
 
 - :func:`band_setting` resolves one ``distill.settings`` key (the method named by the
-  key or by ``setting:``, cutoffs, weights, and ``lam``/``output_weight``/
+  key or by ``setting:``, cutoffs, weights, and ``lam``/``latent_weight``/``output_weight``/
   ``normalize_bands``/``seeds`` with the ``distill`` block's defaults);
   :mod:`sdkd.distill.settings` adds the loss it trains with.
 - :func:`dataset_students` / :func:`dataset_settings` give the students and band
@@ -52,6 +52,7 @@ class BandSetting:
     cutoffs: tuple[float, ...] | None
     weights: tuple[float, ...] | None
     lam: float
+    latent_weight: float
     output_weight: float
     normalize_bands: bool
     seeds: tuple[int, ...]
@@ -91,6 +92,7 @@ def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
         cutoffs=tuple(cutoffs) if cutoffs is not None else None,
         weights=tuple(weights) if weights is not None else None,
         lam=entry.get("lam", distill["lam"]),
+        latent_weight=entry.get("latent_weight", distill["latent_weight"]),
         output_weight=entry.get("output_weight", distill["output_weight"]),
         normalize_bands=entry.get("normalize_bands", distill["normalize_bands"]),
         seeds=tuple(entry.get("seeds", distill["seeds"])),

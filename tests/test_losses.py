@@ -138,9 +138,9 @@ def test_frequency_terms_and_weights():
     s = Forecast(_tensor((B, T, C, H, W), 0), {"latent": _tensor((B, D, 8, 8), 1)})
     t = Forecast(_tensor((B, T, C, H, W), 2), {"latent": _tensor((B, D, 8, 8), 3)})
     target = _tensor((B, T, C, H, W), 4)
-    _, terms = _loss("multi", output_weight=0.25)(s, t, target)
+    _, terms = _loss("multi", latent_weight=3.0, output_weight=0.25)(s, t, target)
     expected = sum(
-        w * (terms[f"kd_latent_b{b}"] + 0.25 * terms[f"kd_out_b{b}"])
+        w * (3.0 * terms[f"kd_latent_b{b}"] + 0.25 * terms[f"kd_out_b{b}"])
         for b, w in enumerate([1.0, 0.5, 2.0])
     )
     torch.testing.assert_close(terms["kd"], expected)

@@ -280,7 +280,8 @@ def test_plan_agrees_with_the_losses():
     from sdkd.distill import losses, settings
 
     assert plan.SETTINGS == losses.SETTINGS
-    distill = {"lam": 0.5, "output_weight": 2.0, "normalize_bands": False, "seeds": [3],
+    distill = {"lam": 0.5, "latent_weight": 1.0, "output_weight": 2.0, "normalize_bands": False,
+               "seeds": [3],
                "settings": {"dual_c8": {"setting": "dual", "cutoffs": [8], "seeds": [1, 2]}}}
     resolved = settings.band_setting(distill, "dual_c8")
     assert isinstance(resolved, plan.BandSetting)

@@ -19,7 +19,7 @@ where KD depends on the band setting (``SETTINGS``; DESIGN.md, "Band settings"):
 
 For the four frequency settings
 
-    KD = Σ_b w_b · [ band_mse_b(P(s_latent), t_latent)
+    KD = Σ_b w_b · [ latent_weight · band_mse_b(P(s_latent), t_latent)
                      + output_weight · band_mse_b(s_pred, t_pred) ]
 
 with ``band_mse`` of :class:`~sdkd.distill.bands.SpectralBands`: the mean squared error
@@ -41,8 +41,11 @@ Choices the paper leaves open, and ours:
   len(cutoffs) + 1. Weights, ``lam`` and ``output_weight`` must be finite and ≥ 0.
 * **Output-level bands.** The prediction (B, T_out, C, H, W) is split frame by frame:
   every (T_out · C) map of every sample is one 2-D field, and band MSEs are averaged over
-  all of them. ``output_weight`` scales this output-level term against the latent-level
-  term in the frequency settings only (``output`` is weighted by ``lam`` alone).
+  all of them. ``latent_weight`` and ``output_weight`` scale the latent-level and the
+  output-level term in the frequency settings only (``output`` is weighted by ``lam``
+  alone). They exist because the two terms live on different scales: a latent holds
+  unnormalised activations whose squared error can be 100 × the normalised field's,
+  and with equal weights the latent term would drown the forecast error.
 * **Projection P** is a learned 1 × 1 convolution (with bias) from ``student_channels``
   to ``teacher_channels``, applied to the student latent ``features[feature]``
   (default ``"latent"``) in the frequency settings and ``fitnet``. It is part of this
@@ -141,8 +144,8 @@ class DistillLoss(nn.Module):
         band_weights: ``low``/``high``: 1 weight; ``dual``: 2; ``multi``:
             len(cutoffs) + 1. Default: all 1. Ignored by the other settings.
         lam: weight λ of the whole KD term.
-        output_weight: weight of the output-level band terms against the latent-level
-            ones (frequency settings).
+        latent_weight: weight of the latent-level band terms (frequency settings).
+        output_weight: weight of the output-level band terms (frequency settings).
         feature: key of the latent in ``Forecast.features``.
         normalize_bands: divide each band's term by the teacher's band energy.
         norm_eps: relative floor of that energy, as a fraction of the teacher's total.
@@ -157,6 +160,7 @@ class DistillLoss(nn.Module):
         cutoffs: Sequence[float] | None = None,
         band_weights: Sequence[float] | None = None,
         lam: float = 1.0,
+        latent_weight: float = 1.0,
         output_weight: float = 1.0,
         feature: str = "latent",
         normalize_bands: bool = False,
@@ -171,6 +175,7 @@ class DistillLoss(nn.Module):
         self.student_channels = _positive_int(student_channels, "student_channels")
         self.teacher_channels = _positive_int(teacher_channels, "teacher_channels")
         self.lam = _nonnegative(lam, "lam")
+        self.latent_weight = _nonnegative(latent_weight, "latent_weight")
         self.output_weight = _nonnegative(output_weight, "output_weight")
         self.feature = feature
         self.normalize_bands = bool(normalize_bands)
@@ -242,6 +247,7 @@ class DistillLoss(nn.Module):
             parts += [
                 f"cutoffs={list(self.bands.cutoffs)}",
                 f"band_weights={list(self.band_weights)}",
+                f"latent_weight={self.latent_weight:g}",
                 f"output_weight={self.output_weight:g}",
                 f"normalize_bands={self.normalize_bands}",
             ]
@@ -383,4 +389,4 @@ class DistillLoss(nn.Module):
             terms[f"kd_latent_b{b}"] = lat_raw[b].detach()
             terms[f"kd_out_b{b}"] = out_raw[b].detach()
         weights = self._weights.to(dtype=lat.dtype)
-        return (weights * (lat + self.output_weight * out.to(lat.dtype))).sum()
+        return (weights * (self.latent_weight * lat + self.output_weight * out.to(lat.dtype))).sum()

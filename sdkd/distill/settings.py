@@ -3,8 +3,8 @@
 A key of ``distill.settings`` names one student run per student and seed. The key is
 the method itself (``none``, ``low``, ``high``, ``dual``, ``multi``, ``output``,
 ``fitnet``) or, with ``setting:``, a named variant of one (``dual_c8: {setting: dual,
-cutoffs: [8]}``) for ablations. ``lam``, ``output_weight``, ``normalize_bands`` and
-``seeds`` default to the ``distill`` block's values.
+cutoffs: [8]}``) for ablations. ``lam``, ``latent_weight``, ``output_weight``,
+``normalize_bands`` and ``seeds`` default to the ``distill`` block's values.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class BandSetting(plan.BandSetting):
                 cutoffs=self.cutoffs,
                 band_weights=self.weights,
                 lam=self.lam,
+                latent_weight=self.latent_weight,
                 output_weight=self.output_weight,
                 normalize_bands=self.normalize_bands,
             )
