@@ -28,7 +28,9 @@ rule train_teacher:
         "results/benchmarks/train_teacher/{dataset}/{teacher}.tsv"
     conda:
         "../envs/sdkd.yaml"
-    threads: 2
+    # One thread: on a small CPU the students that need no teacher (`none`) and the
+    # other dataset's jobs train beside it (`--set-threads train_teacher=N` to change).
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
