@@ -16,7 +16,6 @@ import copy
 import json
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +26,7 @@ import pandas as pd
 import pytest
 from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
+from htmlpage import Page, assert_summary_matches
 
 from sdkd.config import validate
 from sdkd.data.preprocess import preprocess
@@ -45,10 +45,6 @@ from sdkd.report.html import (
 NS, DR = "navier_stokes", "diffusion_reaction"
 STUDENT = "unet-s"
 CONFIG_TEXT = "# the config as the user wrote it\nseed: 0  # master seed\n"
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
-URL_ATTRS = {"src", "href", "srcset", "action", "formaction", "data", "poster", "background",
-             "xlink:href", "cite", "longdesc"}
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -71,123 +67,6 @@ def write_data_file(root: Path, config: dict, name: str) -> Path:
     block = copy.deepcopy(config["datasets"][name])
     block["file"]["path"] = str(raw)
     return preprocess(raw, root / "data" / f"{name}.h5", block, name=name)
-
-
-class Page(HTMLParser):
-    """Everything the tests look at, plus a check that every element is closed in order."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.errors: list[str] = []
-        self.stack: list[str] = []
-        self.ids: list[str] = []
-        self.urls: list[tuple[str, str, str]] = []
-        self.tags: list[tuple[str, dict]] = []
-        self.images: list[dict] = []
-        self.styles: list[str] = []
-        self.tables: dict[str, dict] = {}
-        self.captions: list[tuple[str | None, str]] = []
-        self.section_text: dict[str, list[str]] = {}
-        self.verdicts: dict[str, list[tuple[str, str]]] = {}
-        self._section: str | None = None
-        self._table: dict | None = None
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-        self._caption: list[str] | None = None
-        self._style: list[str] | None = None
-        self._verdict: tuple[str, list[str]] | None = None
-        self._summary_of: str | None = None
-        self.feed(text)
-        self.close()
-        if self.stack:
-            self.errors.append(f"never closed: {self.stack}")
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append((tag, attrs))
-        if tag not in VOID:
-            self.stack.append(tag)
-        if "id" in attrs:
-            self.ids.append(attrs["id"])
-        for name, value in attrs.items():
-            if name in URL_ATTRS:
-                self.urls.append((tag, name, value or ""))
-        if tag == "section":
-            self._section = attrs.get("id")
-        elif tag == "div" and attrs.get("class") == "ds-summary":
-            self._summary_of = attrs["id"].removeprefix("summary-")
-        elif tag == "img":
-            self.images.append({**attrs, "section": self._section})
-        elif tag == "table":
-            self._table = {"section": self._section, "head": [], "body": [], "classes": []}
-            self.tables[attrs.get("id", f"table-{len(self.tables)}")] = self._table
-            self._in_head = False
-        elif tag == "thead":
-            self._in_head = True
-        elif tag == "tbody":
-            self._in_head = False
-        elif tag == "tr":
-            self._row = []
-            self._row_classes: set[str] = set()
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-            self._row_classes |= set((attrs.get("class") or "").split())
-        elif tag == "figcaption":
-            self._caption = []
-        elif tag == "style":
-            self._style = []
-        elif tag == "li" and (attrs.get("class") or "").startswith("tone-"):
-            self._verdict = (attrs["class"].removeprefix("tone-"), [])
-
-    def handle_endtag(self, tag):
-        if tag in VOID:
-            return
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
-        else:
-            self.stack.pop()
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "tr" and self._row is not None and self._table is not None:
-            part = "head" if self._in_head else "body"
-            self._table[part].append(self._row)
-            if part == "body":
-                self._table["classes"].append(self._row_classes)
-            self._row = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "figcaption":
-            self.captions.append((self._section, " ".join("".join(self._caption).split())))
-            self._caption = None
-        elif tag == "style":
-            self.styles.append("".join(self._style))
-            self._style = None
-        elif tag == "li" and self._verdict is not None:
-            tone, text = self._verdict
-            key = self._summary_of or ""
-            self.verdicts.setdefault(key, []).append((tone, " ".join("".join(text).split())))
-            self._verdict = None
-        elif tag == "section":
-            self._section = None
-
-    def handle_data(self, data):
-        for part in (self._cell, self._caption, self._style):
-            if part is not None:
-                part.append(data)
-        if self._verdict is not None:
-            self._verdict[1].append(data)
-        if self._section is not None:
-            self.section_text.setdefault(self._section, []).append(data)
-
-    def text_of(self, section: str) -> str:
-        return " ".join(" ".join(self.section_text.get(section, [])).split())
-
-    def rows(self, table_id: str) -> list[dict[str, str]]:
-        """Body rows of a table as {header: cell} (the last header row names the columns)."""
-        table = self.tables[table_id]
-        header = table["head"][-1]
-        return [dict(zip(header, row, strict=True)) for row in table["body"]]
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +175,7 @@ def _means(rows: pd.DataFrame) -> dict[str, float]:
 
 def test_headline_numbers_equal_the_metrics_table(built):
     page, table = built.page, built.table
+    assert_summary_matches(page, table, built.config)
     ok = table[table["status"] == "ok"]
     for dataset in built.config["datasets"]:
         tid = f"T_summary-{dataset}"

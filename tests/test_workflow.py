@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from htmlpage import Page, assert_summary_matches
 
 from sdkd.data.dataset import ForecastWindows
 from sdkd.plan import expected_runs
+from sdkd.report.aggregate import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +93,16 @@ def test_smoke_builds_the_report(smoke_run):
         assert (smoke_run / f"results/eval/{name}/teacher/teacher-tiny.json").exists()
         assert (smoke_run / f"results/students/{name}/unet-s/dual/seed-0/best.pt").exists()
     assert (smoke_run / "results/tables/summary.json").exists()
+
+
+def test_smoke_report_headline_equals_the_metrics_table(smoke_run):
+    """The summary of a real (smoke-scale) run can never disagree with its metrics.csv."""
+    results = smoke_run / "results"
+    table = read_metrics(results / "tables" / "metrics.csv")
+    assert (table["status"] == "ok").all()
+    page = Page((results / "report.html").read_text(encoding="utf-8"))
+    assert_summary_matches(page, table, yaml.safe_load((smoke_run / "config/smoke.yaml")
+                                                       .read_text()))
 
 
 def test_smoke_builds_every_dataset(smoke_run):

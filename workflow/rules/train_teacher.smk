@@ -31,6 +31,9 @@ rule train_teacher:
     # One thread: on a small CPU the students that need no teacher (`none`) and the
     # other dataset's jobs train beside it (`--set-threads train_teacher=N` to change).
     threads: 1
+    # Teachers head the longest chains of the DAG (every distilled student waits for
+    # one): start them before the students that need none.
+    priority: 10
     resources:
         gpu=1,
         mem_mb=8000,
