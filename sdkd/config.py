@@ -198,9 +198,10 @@ def write_resolved(config: Mapping[str, Any], directory: str | Path) -> Path:
     Snakemake merges ``configfile:``, ``--configfile`` and ``--config`` overrides; the
     ``sdkd`` steps must see that merged result, not one of the files. The name carries
     a hash of the content, so concurrent jobs write identical files and an existing
-    one is never rewritten.
+    one is never rewritten. Keys keep the config's order: it is the order of the
+    datasets, students and band settings in every table and figure of the report.
     """
-    text = yaml.safe_dump(dict(config), sort_keys=True)
+    text = yaml.safe_dump(dict(config), sort_keys=False)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = Path(directory) / f"config-{digest}.yaml"
     if not path.exists():

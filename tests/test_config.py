@@ -180,3 +180,13 @@ def test_check_config_rejects_an_unknown_name(sdkd_cli, tmp_path, key, names, ex
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"sdkd: error: {path}: {expected}"), lines[0]
+
+
+def test_resolved_config_keeps_the_users_order(tmp_path):
+    """The order of datasets, students and settings is the order of the report."""
+    from sdkd.config import write_resolved
+
+    config = {"datasets": {"zeta": {}, "alpha": {}}, "distill": {"settings": {"none": {},
+                                                                              "dual": {}}}}
+    text = write_resolved(config, tmp_path).read_text()
+    assert text.index("zeta") < text.index("alpha") and text.index("none") < text.index("dual")
