@@ -374,18 +374,6 @@ def checkpoint_seconds(model: torch.nn.Module, opt: torch.optim.Optimizer) -> fl
         return time.perf_counter() - t0
 
 
-def proc_status_kib(key: str) -> int | None:
-    """A ``kB`` field of /proc/self/status, None where unavailable."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def child_main(spec_json: str, batch: int, threads: int) -> None:
     """``--child``: train the model of ``spec_json`` for MEM_STEPS steps on the CPU and
     print its VmHWM (KiB) before and after as JSON (benchmarks/models.py explains why
@@ -396,10 +384,11 @@ def child_main(spec_json: str, batch: int, threads: int) -> None:
     grid = DatasetGrid(**spec["grid"])
     x, y = _batch(grid, batch, "cpu")
     step, _ = train_step(model, x, y, "cpu", spec["grad_clip"])
-    base = proc_status_kib("VmHWM")
+    vmhwm = functools.partial(_models_benchmark().proc_status_kib, "VmHWM")
+    base = vmhwm()
     for _ in range(MEM_STEPS):
         step()
-    print(json.dumps({"baseline_vmhwm_kib": base, "peak_vmhwm_kib": proc_status_kib("VmHWM")}))
+    print(json.dumps({"baseline_vmhwm_kib": base, "peak_vmhwm_kib": vmhwm()}))
 
 
 def cpu_memory(model: ForecastModel, grid: DatasetGrid, batch: int, threads: int,

@@ -203,9 +203,8 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch, kill, delet
     assert_same_outputs(tmp_path / "a", run)
 
 
-def test_resume_rewrites_outputs_from_last_pt_before_training_on(tmp_path, monkeypatch):
-    """Killed again before the next improvement, a resumed run still has both files."""
-    run = tmp_path / "run"
+def _killed_after_the_first_epoch(monkeypatch, run):
+    """Train into ``run`` until the first last.pt is written, then die as if SIGKILLed."""
     real_save = engine.save_checkpoint
 
     def dying(path, payload):
@@ -216,6 +215,13 @@ def test_resume_rewrites_outputs_from_last_pt_before_training_on(tmp_path, monke
     monkeypatch.setattr(engine, "save_checkpoint", dying)
     with pytest.raises(Killed):
         fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+
+
+def test_resume_rewrites_outputs_from_last_pt_before_training_on(tmp_path, monkeypatch):
+    """Killed again before the next improvement, a resumed run still has both files."""
+    run = tmp_path / "run"
+    _killed_after_the_first_epoch(monkeypatch, run)
     last = load_checkpoint(run / "last.pt")
     assert last["best"]["epoch"] == last["best_epoch"] == 1
     (run / "best.pt").unlink()
@@ -271,17 +277,7 @@ def test_last_pt_without_best_weights_starts_over(tmp_path, caplog):
 
 def test_another_config_or_meta_starts_over(tmp_path, monkeypatch, caplog):
     """A pipeline rerun after a parameter change must not continue the old run."""
-    real_save = engine.save_checkpoint
-
-    def dying(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt":
-            raise Killed
-
-    monkeypatch.setattr(engine, "save_checkpoint", dying)
-    with pytest.raises(Killed):
-        fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path, device=CPU, meta=META)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    _killed_after_the_first_epoch(monkeypatch, tmp_path)
     fresh = fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path / "fresh", device=CPU,
                 meta=META)
     with caplog.at_level("WARNING"):
