@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from sdkd.machine import cpu_model_name
 from sdkd.models import build_model, count_parameters, flops_per_sample, get_family
 from sdkd.models.registry import build_from_spec, model_spec
 
@@ -254,17 +255,6 @@ def matmul_flops(device: str, n: int, repeats: int) -> dict[str, Any]:
         "all_s": [round(t, 6) for t in times],
         "gflops_per_s": 2 * n**3 / med / 1e9,
     }
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def proc_status_kib(key: str) -> int | None:

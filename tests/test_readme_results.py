@@ -12,6 +12,7 @@ from fake_results import make_fake_results, tiny_config
 from sdkd.errors import SdkdError
 from sdkd.report.aggregate import aggregate, read_metrics
 from sdkd.report.figures import make_figures
+from sdkd.report.html import fmt_metric
 from sdkd.report.readme import END, START, stage_times, update_readme
 
 BENCHMARKS = {  # rule path → (job seconds, end time in seconds after t0)
@@ -85,7 +86,7 @@ def test_headline_table_equals_the_metrics_table(tree, tmp_path, sdkd_cli):
     for dataset, table in tables.items():
         mine = ok[ok["dataset"] == dataset]
         teacher = table[table["bands"] == "teacher"].iloc[0]
-        assert teacher["mse"] == f"{mine[mine['role'] == 'teacher']['mse'].iloc[0]:.3g}"
+        assert teacher["mse"] == fmt_metric("mse", mine[mine["role"] == "teacher"]["mse"].iloc[0])
         assert len(table) == 1 + 2 * 6  # teacher + 2 students × 6 settings
         for row in table[table["bands"] != "teacher"].itertuples():
             runs = mine[(mine["model"] == row.model) & (mine["bands"] == row.bands)]
@@ -94,11 +95,11 @@ def test_headline_table_equals_the_metrics_table(tree, tmp_path, sdkd_cli):
                 continue
             assert row.seeds == str(len(runs))
             mse = row.mse.split(" ± ")
-            assert mse[0] == f"{runs['mse'].mean():.3g}"
+            assert mse[0] == fmt_metric("mse", runs["mse"].mean())
             assert (len(mse) == 2) == (len(runs) > 1)
             if len(runs) > 1:
                 assert mse[1] == f"{runs['mse'].std(ddof=1):.2g}"
-            assert row.ssim == f"{runs['ssim'].mean():.4g}"
+            assert row.ssim == fmt_metric("ssim", runs["ssim"].mean())
             plain = mine[(mine["model"] == row.model) & (mine["setting"] == "none")]["mse"].mean()
             if row.bands == "none":
                 assert row.mse_vs_none == "—"

@@ -320,7 +320,7 @@ def _table(frame: pd.DataFrame, table_id: str, *, numeric: Iterable[str] = (),
     return Markup(f'<div class="scroll">{text.strip()}</div>')
 
 
-def _stat_text(stats: Mapping[str, Any] | None, metric: str) -> str:
+def stat_text(stats: Mapping[str, Any] | None, metric: str) -> str:
     """Mean with ``± sd`` when the summary has a spread for it."""
     if not stats or metric not in stats:
         return DASH
@@ -435,7 +435,7 @@ class _Dataset:
                                          _spread_pct(stats, none, metric))
             if _finite(stats.get("gap_closed")):
                 gap = f"{100 * float(stats['gap_closed']):.0f} %"
-        return [model, trained, seeds, _stat_text(stats, "mse"), _stat_text(stats, "mae"),
+        return [model, trained, seeds, stat_text(stats, "mse"), stat_text(stats, "mae"),
                 fmt_metric("ssim", stats.get("ssim")), change["mse"], change["mae"], gap,
                 fmt_si(params)]
 

@@ -6,11 +6,11 @@ README with
 - per dataset, the headline table: every model and band setting with its test MSE,
   MAE and SSIM (means over the ok seeds, ± the sample standard deviation where there
   are several) and the % change of MSE and MAE against the same student's ``none``
-  run, all read from ``summary.json`` (the numbers the report shows);
+  run, all read from ``summary.json`` and formatted as the report formats them;
 - one figure, copied next to the README so that it renders on a code host;
 - the wall time of the pipeline and each stage's share of the job time, from
   Snakemake's benchmark files (:func:`stage_times`);
-- the machine and the date the numbers come from.
+- the machine the command runs on (run it where the pipeline ran) and the date.
 
 Nothing is typed by hand, so the README cannot drift from the data: rerun the
 command after a new run.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,8 +31,10 @@ import torch
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
 from sdkd.jsonfile import read_json
+from sdkd.machine import cpu_model_name
 from sdkd.plan import MANIFEST, band_setting, dataset_settings, dataset_students
 from sdkd.report.aggregate import read_metrics
+from sdkd.report.html import DASH, fmt_pct, stat_text
 
 START = "<!-- results:start (written by `sdkd readme-results`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -92,33 +93,15 @@ def stage_times(benchmarks: str | Path) -> tuple[pd.DataFrame, float]:
 
 
 def machine() -> str:
-    """The CPU (or GPU) the numbers come from, in words."""
+    """This machine (CPU or GPU) in words: run the command where the pipeline ran."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, no GPU (torch {torch.__version__})"
-
-
-def _cell(stats: Mapping[str, Any] | None, metric: str, digits: int = 3) -> str:
-    if not stats or metric not in stats:
-        return "—"
-    text = f"{stats[metric]:.{digits}g}"
-    if f"{metric}_std" in stats:
-        text += f" ± {stats[f'{metric}_std']:.2g}"
-    return text
+    return (f"{cpu_model_name()}, {len(os.sched_getaffinity(0))} cores, no GPU "
+            f"(torch {torch.__version__})")
 
 
 def _pct(stats: Mapping[str, Any] | None, key: str) -> str:
-    if not stats or key not in stats:
-        return "—"
-    return f"{stats[key]:+.1f} %"
+    return fmt_pct(stats.get(key)) if stats else DASH
 
 
 def headline_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
@@ -127,8 +110,8 @@ def headline_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
     entry = summary.get("datasets", {}).get(dataset, {})
     teacher = entry.get("teacher")
     rows = [{"model": config["models"]["teacher"], "bands": "teacher", "seeds": "1" if teacher
-             else "0", "MSE": _cell(teacher, "mse"), "MAE": _cell(teacher, "mae"),
-             "SSIM": _cell(teacher, "ssim", 4), "MSE vs none": "—", "MAE vs none": "—"}]
+             else "0", "MSE": stat_text(teacher, "mse"), "MAE": stat_text(teacher, "mae"),
+             "SSIM": stat_text(teacher, "ssim"), "MSE vs none": DASH, "MAE vs none": DASH}]
     for student in dataset_students(config, dataset):
         block = entry.get("students", {}).get(student, {})
         for bands in dataset_settings(config, dataset):
@@ -137,8 +120,8 @@ def headline_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
             rows.append({
                 "model": student, "bands": bands,
                 "seeds": str(stats["n_seeds"]) if stats else "0",
-                "MSE": _cell(stats, "mse"), "MAE": _cell(stats, "mae"),
-                "SSIM": _cell(stats, "ssim", 4),
+                "MSE": stat_text(stats, "mse"), "MAE": stat_text(stats, "mae"),
+                "SSIM": stat_text(stats, "ssim"),
                 "MSE vs none": _pct(stats, "mse_change_pct"),
                 "MAE vs none": _pct(stats, "mae_change_pct"),
             })
