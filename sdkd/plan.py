@@ -15,6 +15,11 @@ seconds those imports take. The heavy modules build on it:
   in report order; :mod:`sdkd.report.aggregate` makes its table from it.
 - :func:`figure_plan` / :func:`figure_files` name the report's figures;
   :mod:`sdkd.report.figures` draws them.
+- :func:`run_spec` says what a training run depends on, as far as the config decides
+  it; :func:`run_identity` adds the fingerprints of the files it reads, and
+  :func:`run_id` names the result. The rules pass the spec as a param (a change reruns
+  the job) and the job stores the identity in its checkpoints (a change restarts
+  training instead of resuming): one definition decides both.
 
 The config is the validated one (schema defaults filled, as ``sdkd.config.validate``
 and the Snakefile's ``validate`` leave it).
@@ -22,13 +27,15 @@ and the Snakefile's ``validate`` leave it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sdkd.errors import SdkdError
 
-# The methods a band setting can name (DESIGN.md, "Band settings"); the same tuple as
+# The methods a band setting can name (README, "Models and distillation"); the same tuple as
 # sdkd.distill.losses.SETTINGS, kept here so that planning does not import torch
 # (tests/test_snakefile.py checks that the two agree).
 SETTINGS = ("none", "low", "high", "dual", "multi", "output", "fitnet")
@@ -174,6 +181,134 @@ def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
+# ---- run identity -------------------------------------------------------------------------
+
+# Training keys that change how fast a run goes, never what it computes: a change to them
+# neither reruns a job nor restarts its training. (The teacher-forecast cache,
+# distill.teacher_cache_mb, is of this kind too: cached and live forecasts agree to float
+# rounding.)
+SPEED_ONLY_TRAINING_KEYS = ("in_memory", "num_workers", "log_every")
+
+# Keys of a dataset block that pick its runs (dataset_students/dataset_settings): they
+# change which jobs exist, not what the data or any one run is.
+GRID_KEYS = ("students", "settings")
+
+
+def data_spec(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """The config of ``dataset`` that decides its data: the dataset block without the
+    run subset (:data:`GRID_KEYS`); acquisition and preprocessing depend on this alone."""
+    block = config["datasets"][dataset]
+    return {key: value for key, value in block.items() if key not in GRID_KEYS}
+
+
+def run_spec(
+    config: Mapping[str, Any],
+    dataset: str,
+    role: str,
+    student: str | None = None,
+    bands: str | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Everything the config decides about one training run, as plain JSON data.
+
+    A teacher (``role="teacher"``) depends on its dataset's config (:func:`data_spec`),
+    the teacher model and its overrides, the teacher training block and the config's
+    ``seed``. A student (``role="student"``, with ``student``, ``bands`` and ``seed``)
+    depends on its dataset's config, the student model and overrides, the student
+    training block, its seed, the resolved band setting (method, cutoffs, weights and
+    every weight and switch it inherits from the ``distill`` block) and, unless it
+    learns from the ground truth alone, the teacher's spec. Keys that change only the
+    speed (:data:`SPEED_ONLY_TRAINING_KEYS`) are left out, and so is every name that
+    does not change the result (the band setting's key, its seed list).
+
+    What the config cannot say (the content of the data file, the teacher's weights)
+    is added by the job: :func:`run_identity`.
+    """
+    if role == "teacher":
+        return {
+            "role": "teacher",
+            "dataset": dataset,
+            "data": data_spec(config, dataset),
+            "model": config["models"]["teacher"],
+            "overrides": dict(config["models"]["teacher_overrides"]),
+            "training": _training_spec(config["training"]["teacher"]),
+            "seed": int(config["seed"]),
+        }
+    if role != "student" or student is None or bands is None or seed is None:
+        raise SdkdError(
+            f"run_spec: role {role!r} with student={student!r}, bands={bands!r}, "
+            f"seed={seed!r}; a student run needs all three, a teacher none"
+        )
+    setting = band_setting(config["distill"], bands).values()
+    del setting["key"], setting["seeds"]
+    teacher = setting["setting"] != "none"
+    return {
+        "role": "student",
+        "dataset": dataset,
+        "data": data_spec(config, dataset),
+        "model": student,
+        "overrides": dict(config["models"]["student_overrides"]),
+        "training": _training_spec(config["training"]["student"]),
+        "bands": _plain(setting),
+        "seed": int(seed),
+        "teacher": run_spec(config, dataset, "teacher") if teacher else None,
+    }
+
+
+def _training_spec(training: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in training.items() if k not in SPEED_ONLY_TRAINING_KEYS}
+
+
+def run_identity(
+    spec: Mapping[str, Any], *, data: str, teacher: str | None = None
+) -> dict[str, Any]:
+    """The full identity of a run: its :func:`run_spec` and the fingerprints of what it
+    reads, ``data`` (:func:`sdkd.data.dataset.fingerprint` of the canonical file) and,
+    for a distilled student, ``teacher`` (the sha256 of the teacher's weights,
+    :func:`sdkd.train.checkpoint.weights_sha256`).
+
+    A training job resumes or reuses stored results only when their identity equals
+    this one: a teacher retrained on changed data has other weights, so its students
+    train again; a student whose teacher's weights did not change does not.
+    """
+    return {"spec": _plain(spec), "inputs": {"data": data, "teacher": teacher}}
+
+
+def run_id(identity: Mapping[str, Any]) -> str:
+    """A short name of an identity (or spec): the first 12 hex digits of the sha256 of its
+    canonical JSON (sorted keys), so equal identities get equal ids whatever the key order."""
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:12]
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as JSON with sorted keys and no spaces: equal data, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def identity_changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """What differs between two identities (or any JSON data), one ``key: old → new`` line
+    per changed leaf, with dotted key paths (``spec.bands.weights: [1, 1] → [1, 2]``)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        changes = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            changes += identity_changes(old.get(key), new.get(key), where)
+        return changes
+    if old == new:
+        return []
+    return [f"{path or '(identity)'}: {_short(old)} → {_short(new)}"]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, allow_nan=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _plain(value: Any) -> Any:
+    """JSON data as a JSON round trip gives it back (tuples become lists)."""
+    return json.loads(json.dumps(value, allow_nan=True))
+
+
 # ---- figures ------------------------------------------------------------------------------
 
 
@@ -229,7 +364,8 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "MANIFEST", "SETTINGS", "BandSetting", "FigurePlan", "band_setting",
+    "FIGURE_KINDS", "GRID_KEYS", "MANIFEST", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS",
+    "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
     "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
-    "split_name",
+    "identity_changes", "run_id", "run_identity", "run_spec", "split_name",
 ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+from snakerun import copy_workflow, snakemake
 
 from sdkd.cli import main
 
@@ -30,3 +34,26 @@ def sdkd_cli(capsys):
         return status, capsys.readouterr().err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """A folder where the whole smoke DAG has run, once per test session.
+
+    Tests may read it, never change it: a test that reruns or edits works on
+    ``copy_of_smoke``.
+    """
+    work = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    # cores to spare, so only the gpu resource keeps training jobs apart
+    result = snakemake(work, "--configfile", "config/smoke.yaml", "--resources", "gpu=1",
+                       cores=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+@pytest.fixture
+def copy_of_smoke(smoke_run, tmp_path) -> Path:
+    """A private copy of ``smoke_run``; copy2 keeps the file times Snakemake compares."""
+    work = tmp_path / "work"
+    shutil.copytree(smoke_run, work, symlinks=True)
+    return work

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sdkd.errors import SdkdError
+from sdkd.plan import run_id
 from sdkd.train import TrainConfig, engine, fit, load_checkpoint, save_checkpoint
 from sdkd.train.checkpoint import sub_state_dict
 
@@ -257,18 +258,18 @@ def test_finished_run_missing_its_outputs_is_rebuilt_without_training(tmp_path, 
     assert json.loads((run / "done.json").read_text())["history"] == done["history"]
 
 
-def test_last_pt_without_best_weights_starts_over(tmp_path, caplog):
-    """A last.pt of an older sdkd cannot rebuild best.pt: training starts over."""
+def test_last_pt_of_an_older_sdkd_starts_over(tmp_path, caplog):
+    """A last.pt without a run identity (an older sdkd wrote it) is another run."""
     run = tmp_path / "run"
     fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
     last = load_checkpoint(run / "last.pt")
-    del last["best"], last["format_version"]
+    del last["best"], last["identity"], last["format_version"]
     save_checkpoint(run / "last.pt", last)
     for name in ("done.json", "best.pt", "history.csv"):
         (run / name).unlink()
     with caplog.at_level("WARNING"):
         result = fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
-    assert "holds no best weights" in caplog.text
+    assert "belongs to another run ((identity): null → {" in caplog.text
     fresh = fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path / "fresh", device=CPU,
                 meta=META)
     assert [r["train_loss"] for r in result.history] == [r["train_loss"] for r in fresh.history]
@@ -283,15 +284,34 @@ def test_another_config_or_meta_starts_over(tmp_path, monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         restarted = fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path, device=CPU,
                         meta=META)
-    assert "another train config" in caplog.text and "lr" in caplog.text
+    assert "belongs to another run (train.lr: 0.01 → 0.001)" in caplog.text
     assert [r["train_loss"] for r in restarted.history] == [r["train_loss"] for r in fresh.history]
     # a finished run of other meta is not returned as if it were this one
     caplog.clear()
     with caplog.at_level("WARNING"):
         other = fit(model(), mse_loss, TRAIN, VAL, config(lr=1e-3), tmp_path, device=CPU,
                     meta={**META, "dataset": "other"})
-    assert "other meta (differs in dataset)" in caplog.text
+    assert 'meta.dataset: "toy" → "other"' in caplog.text
     assert other.epochs_run == restarted.epochs_run
+    # the pipeline's identity decides alone: equal identity, other meta → reused as is
+    caplog.clear()
+    identity = {"spec": {"bands": {"weights": [1.0, 1.0]}}, "inputs": {"data": "ab"}}
+    first = fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path / "pipe", device=CPU,
+                meta=META, identity=identity)
+    with caplog.at_level("INFO"):
+        again = fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path / "pipe", device=CPU,
+                    meta=META, identity=json.loads(json.dumps(identity)))
+    assert "already finished" in caplog.text and again.history == first.history
+    caplog.clear()
+    changed = {**identity, "spec": {"bands": {"weights": [1.0, 2.0]}}}
+    with caplog.at_level("WARNING"):
+        fit(model(), mse_loss, TRAIN, VAL, config(), tmp_path / "pipe", device=CPU, meta=META,
+            identity=changed)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "spec.bands.weights: [1.0, 1.0] → [1.0, 2.0]); training from scratch" in line
+    stored = json.loads((tmp_path / "pipe" / "done.json").read_text())
+    assert stored["identity"] == changed and stored["run_id"] == run_id(changed)
+    assert load_checkpoint(tmp_path / "pipe" / "best.pt")["run_id"] == run_id(changed)
 
 
 def test_early_stopping(tmp_path):

@@ -17,34 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 from htmlpage import Page, assert_summary_matches
+from snakerun import copy_workflow, env, job_counts, snakemake
 
 from sdkd.data.dataset import ForecastWindows
 from sdkd.plan import expected_runs
 from sdkd.report.aggregate import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    # the rules call `sdkd`: it must be on PATH beside this interpreter
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return {**os.environ, "PATH": path, **extra}
-
-
-def _snakemake(
-    workdir: Path, *args: str, cores: int = 2, **env: str
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", str(cores), *args],
-        cwd=workdir, env=_env(**env), capture_output=True, text=True, check=False, timeout=600,
-    )
-
-
-def _job_counts(output: str) -> dict[str, int]:
-    """The "Job stats" table of a Snakemake dry run: {rule: count}."""
-    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m[1] != "total"}
+# Every test here runs Snakemake in a subprocess: `pytest -m "not workflow"` skips them.
+pytestmark = pytest.mark.workflow
 
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.M)
@@ -63,26 +43,6 @@ def _training_logs(work: Path) -> list[Path]:
 
 def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
-
-
-def _copy_workflow(work: Path) -> Path:
-    """``work`` with a copy of the Snakefile, workflow/ and config/."""
-    work.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config"):
-        source = ROOT / name
-        copy = shutil.copytree if source.is_dir() else shutil.copy
-        copy(source, work / name)
-    return work
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    work = _copy_workflow(tmp_path_factory.mktemp("smoke"))
-    # cores to spare, so only the gpu resource keeps training jobs apart
-    result = _snakemake(work, "--configfile", "config/smoke.yaml", "--resources", "gpu=1",
-                        cores=4)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
 
 
 def test_smoke_builds_the_report(smoke_run):
@@ -113,12 +73,6 @@ def test_smoke_builds_every_dataset(smoke_run):
         assert (smoke_run / f"results/benchmarks/preprocess/{name}.tsv").exists()
 
 
-def test_second_run_has_nothing_to_do(smoke_run):
-    result = _snakemake(smoke_run, "--configfile", "config/smoke.yaml", "-n")
-    assert result.returncode == 0
-    assert "Nothing to be done" in result.stdout + result.stderr
-
-
 def test_variant_replaces_default_config(smoke_run):
     """--configfile is a whole experiment, not merged into config/config.yaml."""
     (resolved,) = (smoke_run / ".snakemake/sdkd").glob("config-*.yaml")
@@ -135,13 +89,6 @@ def test_one_gpu_never_runs_two_training_jobs_at_once(smoke_run):
         assert not _overlap(a, b)
 
 
-@pytest.fixture
-def copy_of_smoke(smoke_run, tmp_path) -> Path:
-    work = tmp_path / "work"
-    shutil.copytree(smoke_run, work, symlinks=True)
-    return work
-
-
 def test_two_gpus_run_side_by_side_on_different_gpus(copy_of_smoke):
     work = copy_of_smoke
     shutil.rmtree(work / "results/students/navier_stokes")
@@ -149,7 +96,7 @@ def test_two_gpus_run_side_by_side_on_different_gpus(copy_of_smoke):
     targets = [f"results/students/navier_stokes/unet-s/{b}/seed-0/done.json"
                for b in ("none", "dual", "fitnet")]
     # targets first: --configfile and --resources take every word after them
-    result = _snakemake(work, *targets, "--configfile", "config/smoke.yaml", "--resources",
+    result = snakemake(work, *targets, "--configfile", "config/smoke.yaml", "--resources",
                         "gpu=2", cores=6, SDKD_FAKE_GPUS="0,1",
                         SDKD_GPU_LOCK_DIR=str(work / "locks"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -171,7 +118,7 @@ def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     target = str((run / "done.json").relative_to(work))
     command = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile",
                "config/long.yaml"]
-    job = subprocess.Popen(command, cwd=work, env=_env(), start_new_session=True,
+    job = subprocess.Popen(command, cwd=work, env=env(), start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -188,24 +135,12 @@ def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     epochs_done = len((run / "history.csv").read_text().splitlines()) - 1
     assert 0 < epochs_done < 400
     # a killed Snakemake leaves its lock; what a user types after a crash:
-    assert _snakemake(work, "--unlock", "--configfile", "config/long.yaml").returncode == 0
-    result = _snakemake(work, target, "--rerun-incomplete", "--configfile", "config/long.yaml")
+    assert snakemake(work, "--unlock", "--configfile", "config/long.yaml").returncode == 0
+    result = snakemake(work, target, "--rerun-incomplete", "--configfile", "config/long.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     log = (work / "results/logs/train_teacher/navier_stokes/teacher-tiny.log").read_text()
     assert re.search(r"resuming .* after epoch \d+ of 400", log)
     assert (run / "done.json").exists()
-
-
-def test_changing_one_setting_reruns_only_its_students(smoke_run, tmp_path):
-    config = yaml.safe_load((smoke_run / "config/smoke.yaml").read_text())
-    config["distill"]["settings"]["dual"]["weights"] = [1.0, 2.0]
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config, sort_keys=True))  # reordered keys must not matter
-    result = _snakemake(smoke_run, "--configfile", str(changed), "-n")
-    assert result.returncode == 0, result.stderr[-3000:]
-    counts = _job_counts(result.stdout + result.stderr)
-    assert counts == {"distill": 2, "evaluate_student": 2, "aggregate": 1, "figures": 1,
-                      "report": 1, "all": 1}
 
 
 # ---- every file a job reads from a training folder is declared ----------------------------
@@ -257,8 +192,8 @@ def _training_reads(shell: str, runs: list[dict]) -> set[str]:
 @pytest.fixture(scope="module")
 def smoke_listing(tmp_path_factory) -> tuple[list[dict], list[dict]]:
     """(jobs, expected runs) of a dry run of the whole smoke DAG, nothing built yet."""
-    work = _copy_workflow(tmp_path_factory.mktemp("listing"))
-    result = _snakemake(work, "-n", "-p", "--configfile", "config/smoke.yaml")
+    work = copy_workflow(tmp_path_factory.mktemp("listing"))
+    result = snakemake(work, "-n", "-p", "--configfile", "config/smoke.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     (resolved,) = (work / ".snakemake/sdkd").glob("config-*.yaml")
     return _jobs(result.stdout + result.stderr), expected_runs(yaml.safe_load(resolved.read_text()))
@@ -292,13 +227,13 @@ def test_kubernetes_profile_stages_the_training_files(tmp_path):
     """The profile's dry run, with a local folder standing in for the object store."""
     pytest.importorskip("snakemake_executor_plugin_kubernetes")
     pytest.importorskip("snakemake_storage_plugin_fs")
-    work = _copy_workflow(tmp_path / "work")
+    work = copy_workflow(tmp_path / "work")
     store = tmp_path / "store"
     store.mkdir()
     # The profile's s3 storage needs credentials even for a dry run; the fs plugin has
     # the same staging semantics (declared files only, local copies under
     # .snakemake/storage/fs/) without a bucket. Nothing is submitted in a dry run.
-    result = _snakemake(work, "--profile", "workflow/profiles/kubernetes", "-n", "-p",
+    result = snakemake(work, "--profile", "workflow/profiles/kubernetes", "-n", "-p",
                         "--configfile", "config/smoke.yaml", "--default-storage-provider",
                         "fs", "--default-storage-prefix", str(store))
     output = result.stdout + result.stderr
@@ -326,36 +261,49 @@ def test_jobs_run_with_only_their_declared_inputs(copy_of_smoke):
     """Training and evaluation jobs in `shadow: "minimal"` folders, which hold links to
     the declared inputs only (as a Kubernetes pod holds the staged ones); a file read
     but not declared is missing there: best.pt stops the job, history.csv leaves the
-    evaluation's training cost empty."""
+    evaluation's training cost empty.
+
+    The config switches the rules' shadow on (`execution: {shadow: minimal}`,
+    workflow/schemas/config.schema.yaml); nothing in the rule files is edited."""
     work = copy_of_smoke
-    rules = ("train_teacher", *READERS)
-    for path in (work / "workflow/rules").glob("*.smk"):
-        text = path.read_text()
-        for rule in rules:
-            text = re.sub(rf'^(rule {rule}:\n    """.*?"""\n)', r'\1    shadow: "minimal"\n',
-                          text, flags=re.M | re.S)
-        path.write_text(text)
-    assert sum(p.read_text().count('shadow: "minimal"')
-               for p in (work / "workflow/rules").glob("*.smk")) == len(rules)
-    # The resolved config is a job's param, not an input: give it an absolute path,
-    # which the shadow folder does not hide (in a pod, Snakemake writes it anew).
-    common = work / "workflow/rules/common.smk"
-    old = 'write_resolved(config, ".snakemake/sdkd")'
-    assert old in common.read_text()
-    common.write_text(common.read_text().replace(
-        old, f'write_resolved(config, {str(work / ".snakemake/sdkd")!r})'))
+    config = yaml.safe_load((work / "config/smoke.yaml").read_text())
+    config["execution"] = {"shadow": "minimal"}
+    (work / "config/shadow.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # How jobs run is no param of theirs: the switch alone reruns nothing.
+    dry = snakemake(work, "-n", "--configfile", "config/shadow.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # The rules call `sdkd` from PATH: a stand-in first on it notes where each job ran.
+    probe = work.parent / "probe"
+    probe.mkdir()
+    calls = probe / "calls.txt"
+    (probe / "sdkd").write_text(
+        f'#!/bin/sh\necho "$(pwd -P) $*" >> {calls}\n'
+        f'exec {Path(sys.executable).parent / "sdkd"} "$@"\n')
+    (probe / "sdkd").chmod(0o755)
 
     targets = ["results/eval/navier_stokes/teacher/teacher-tiny.json",
                "results/eval/navier_stokes/unet-s/dual/seed-0.json"]
-    result = _snakemake(work, *targets, "--configfile", "config/smoke.yaml",
-                        "--forcerun", "train_teacher")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert _job_counts(result.stdout + result.stderr) == {
+    result = snakemake(work, *targets, "--configfile", "config/shadow.yaml",
+                        "--forcerun", "train_teacher",
+                        PATH=f"{probe}{os.pathsep}{env()['PATH']}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert job_counts(output) == {
         "train_teacher": 1, "distill": 1, "evaluate_teacher": 1, "evaluate_student": 1}
+    # Each of these jobs ran in a shadow folder of its own, none in the project folder.
+    ran = [line.split() for line in calls.read_text().splitlines()]
+    assert sorted(call[3] for call in ran) == ["distill", "evaluate", "evaluate",
+                                               "train-teacher"], ran
+    shadows = work.resolve() / ".snakemake/shadow"
+    assert all(Path(call[0]).parent == shadows for call in ran), ran
+    assert len({call[0] for call in ran}) == len(ran)
     for target in targets:
         evaluation = json.loads((work / target).read_text())
         assert evaluation["efficiency"]["training"]["epochs"] == 2, target
-    # Undeclared files stay behind in the shadow folder: the run folder's last.pt is
+    # Undeclared files stay behind in the shadow folder: each run folder's last.pt is
     # still the copied one, older than the new best.pt.
-    run = work / "results/teachers/navier_stokes/teacher-tiny"
-    assert (run / "last.pt").stat().st_mtime < (run / "best.pt").stat().st_mtime
+    for run in ("results/teachers/navier_stokes/teacher-tiny",
+                "results/students/navier_stokes/unet-s/dual/seed-0"):
+        assert (work / run / "last.pt").stat().st_mtime < (work / run / "best.pt").stat().st_mtime

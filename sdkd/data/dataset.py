@@ -8,6 +8,8 @@ train-split statistics stored in the file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +22,41 @@ from sdkd.data.preprocess import SPLITS
 from sdkd.errors import SdkdError
 
 REQUIRED_ATTRS = ("mean", "std", "in_steps", "out_steps", "window_stride", "channels")
+
+# Attributes that say which program wrote a file, not what is in it.
+_PROVENANCE_ONLY = ("created_with",)
+
+
+def fingerprint(path: str | Path) -> str:
+    """The sha256 that names the content of a canonical dataset, read in milliseconds.
+
+    It hashes the file's attributes (the raw file's sha256, the source, the window
+    keys, the train-split statistics, dt and dx) and every split's shape, not the
+    frames: preprocessing is a function of the raw file and these keys, so two files
+    with equal fingerprints hold the same windows. A training run's identity
+    (:func:`sdkd.plan.run_identity`) carries it, so a teacher trained on other data is
+    never resumed or reused.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in _PROVENANCE_ONLY}
+            shapes = {s: list(f[f"{s}/frames"].shape) for s in SPLITS if f"{s}/frames" in f}
+    except OSError as exc:
+        raise SdkdError(f"{path}: cannot open as HDF5 ({exc})") from None
+    text = json.dumps({"attrs": attrs, "shapes": shapes}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """An HDF5 attribute value as JSON data (arrays → lists, bytes → str)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class ForecastWindows(Dataset):

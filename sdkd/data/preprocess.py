@@ -1,4 +1,4 @@
-"""Raw data → the canonical HDF5 of DESIGN.md (``results/data/{dataset}.h5``).
+"""Raw data → the canonical HDF5 of a dataset (``results/data/{dataset}.h5``).
 
 Layout written::
 

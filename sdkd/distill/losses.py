@@ -4,7 +4,7 @@ The student is trained on
 
     total = MSE(student prediction, target) + λ · KD
 
-where KD depends on the band setting (``SETTINGS``; DESIGN.md, "Band settings"):
+where KD depends on the band setting (``SETTINGS``):
 
 * ``none``: KD = 0. The student alone, the baseline every gain is measured against. The
   loss holds no parameters and the teacher may be ``None``.

@@ -14,6 +14,7 @@ dict so that, say, a teacher trained on one dataset is never silently used on an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -106,6 +107,22 @@ def check_meta(meta: Mapping[str, Any], expect: Mapping[str, Any], *, where: str
             if key == "dataset":
                 raise SdkdError(f"{where} was trained on dataset {found!r}, expected {wanted!r}")
             raise SdkdError(f"{where} was trained with {key}={found!r}, expected {wanted!r}")
+
+
+def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """The sha256 of a ``state_dict``'s content: every key, dtype, shape and value.
+
+    It names the weights, not the file that holds them (a checkpoint also stores
+    timings, which differ between two runs that learned the same weights); a student's
+    run identity carries its teacher's (:func:`sdkd.plan.run_identity`).
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        # bytes of the flat storage: view as uint8 so every dtype (bf16 too) hashes
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -3,8 +3,10 @@
 :func:`fit` optimizes one ``nn.Module`` with AdamW under a per-step warmup + cosine
 learning-rate schedule, validates after every epoch, keeps the best weights, stops
 early when asked, and checkpoints every epoch so that a killed job resumes exactly
-where it stopped. It reads top to bottom; there is no framework and no callback
-machinery.
+where it stopped. Its loop reads top to bottom in one screen; the steps it names are
+below it: :class:`Trainer` (model, optimizer, schedule and the one training step),
+:class:`_Progress` (the epoch counters and history), :class:`_RunFiles` (restore,
+commit and finish in the run folder). There is no framework and no callback machinery.
 
 What is trained
     ``model`` is *everything* that is optimized and checkpointed. A student alone is
@@ -31,6 +33,12 @@ Reproducibility and resume
     and all RNG states at the end of each epoch; resuming restores them, so on the CPU a
     run killed after epoch k and resumed ends with bit-identical weights and history
     losses to an uninterrupted run.
+
+Run identity
+    Every checkpoint and ``done.json`` store the run's ``identity`` (what the result
+    depends on: :func:`sdkd.plan.run_identity` in the pipeline) and its short
+    ``run_id``. A finished or interrupted run is reused only by a call with an equal
+    identity; any other call trains from scratch and logs the keys that changed.
 
 Files in ``out_dir`` (written atomically, in this order, every epoch):
     ``best.pt`` (when the validation loss improved: weights, meta, epoch, val loss),
@@ -80,6 +88,7 @@ from tqdm.auto import tqdm
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
+from sdkd.plan import SPEED_ONLY_TRAINING_KEYS, identity_changes, run_id
 from sdkd.train.checkpoint import load_checkpoint, plain, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -87,11 +96,6 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Mapping[str, Tensor]]]
 
 LAST, BEST, HISTORY, DONE = "last.pt", "best.pt", "history.csv", "done.json"
-
-# Config fields that may change between a run and its resumption without changing the
-# result (for datasets without randomness of their own); any other difference makes
-# resuming an error.
-_RESUME_FREE = frozenset({"num_workers", "log_every"})
 
 
 @dataclass
@@ -178,6 +182,7 @@ def fit(
     *,
     device: torch.device,
     meta: Mapping[str, Any] | None = None,
+    identity: Mapping[str, Any] | None = None,
     resume: bool = True,
     monitor: str | None = None,
 ) -> TrainResult:
@@ -187,254 +192,389 @@ def fit(
     ``nn.ModuleDict`` of student and projection; the frozen teacher stays in ``loss_fn``'s
     closure, see the module docstring). ``device`` is where it trains, e.g. the device of a
     :func:`sdkd.train.lease.gpu_lease`; ``loss_fn`` must keep any teacher on that device.
-    ``meta`` (JSON-serialisable) describes what is trained (dataset, shapes, model spec,
-    config) and is stored in every checkpoint and in ``done.json``. With ``resume=True``
-    a finished run (``done.json``) is returned as stored, and an unfinished one
-    continues from ``last.pt`` — both only when they were written with the same train
-    config and meta; otherwise (a changed parameter) training starts over, with a
-    warning. Resuming first rewrites ``best.pt`` and ``history.csv`` from ``last.pt``, so
-    they may be missing (a finished run missing them is rebuilt the same way). With
-    ``resume=False`` training always starts over (an old ``done.json`` is removed first,
-    the other files are replaced epoch by epoch).
+    ``meta`` (JSON-serialisable) describes the weights (dataset, shapes, model spec) and is
+    stored in every checkpoint and in ``done.json``.
+
+    ``identity`` (JSON-serialisable) is what the result depends on; the pipeline passes
+    :func:`sdkd.plan.run_identity`, and without it the identity is the train config
+    (less the keys that change only the speed) and ``meta``. It alone decides reuse:
+    with ``resume=True`` a finished run (``done.json``) is returned as stored and an
+    unfinished one continues from ``last.pt`` only when their identity equals this one;
+    otherwise training starts over, with one log line naming what changed. Resuming
+    first rewrites ``best.pt`` and ``history.csv`` from ``last.pt``, so they may be
+    missing. With ``resume=False`` training always starts over.
 
     ``monitor`` names the validation term that picks ``best.pt`` and drives early
     stopping (default: the total loss). A distilled student is selected on ``gt``, its
     forecast error, not on a total that also holds the distillation terms.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = plain(dict(meta or {}), where="meta")
-    config = dataclasses.asdict(cfg)
+    run = _RunFiles.open(out_dir, meta, identity, cfg)
+    if resume and (finished := run.finished()) is not None:
+        return finished
+    run.done.unlink(missing_ok=True)
     device = torch.device(device)
-    done_path, last_path = out_dir / DONE, out_dir / LAST
-
-    if resume and done_path.exists():
-        finished = _finished(done_path, config, meta)
-        if finished is not None:
-            missing = [name for name in (BEST, HISTORY) if not (out_dir / name).exists()]
-            if not missing:
-                return finished
-            # Not returned as is: later steps read these files. last.pt of the last
-            # epoch rebuilds them below (the loop then has nothing left to run).
-            then = f"rebuilding from {LAST}" if last_path.exists() else f"no {LAST}: training again"
-            log.warning("%s: finished, but %s missing; %s", out_dir, " and ".join(missing), then)
-    done_path.unlink(missing_ok=True)
-    for name, dataset in (("train_set", train_set), ("val_set", val_set)):
-        if len(dataset) == 0:  # type: ignore[arg-type]
-            raise SdkdError(f"{name}: is empty, expected at least one (x, y) sample")
-
-    # ---- data: the shuffle generator is re-seeded from (seed, epoch) every epoch -------
-    shuffle_gen = torch.Generator()
-    loader_args = dict(
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-    train_loader = DataLoader(train_set, shuffle=True, generator=shuffle_gen, **loader_args)
-    val_loader = DataLoader(
-        val_set, shuffle=False, generator=torch.Generator().manual_seed(0), **loader_args
-    )
-    steps_per_epoch = len(train_loader)
-
-    # ---- model, optimizer (decay on weights, not on biases/norms), schedule -------------
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise SdkdError("model: has no trainable parameters")
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        fused=device.type == "cuda",
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps_per_epoch, cfg))
-
-    # ---- state: fresh, or restored from last.pt -------------------------------------------
-    epoch, best_val, best_epoch, bad_epochs = 0, math.inf, 0, 0
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None  # the payload of best.pt, kept for every last.pt
-    ckpt = load_checkpoint(last_path, what="checkpoint") if resume and last_path.exists() else None
-    if ckpt is not None and (stale := _stale(ckpt, config, meta)):
-        log.warning("%s was written %s; starting over", last_path, stale)
-        ckpt = None
-    if ckpt is not None and "best" not in ckpt:
-        # Written before last.pt carried the best weights: best.pt cannot be rebuilt
-        # from it (and may have been deleted), so this run cannot be finished correctly.
-        log.warning("%s holds no best weights (an older sdkd wrote it); starting over",
-                    last_path)
-        ckpt = None
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise SdkdError(
-                f"checkpoint {last_path}: does not fit this model/optimizer ({exc})"
-            ) from None
-        set_rng_state(ckpt["rng"], device)
-        epoch, best_val, best_epoch = ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"]
-        bad_epochs, history, best = ckpt["bad_epochs"], list(ckpt["history"]), ckpt["best"]
-        log.info("resuming %s after epoch %d of %d", out_dir, epoch, cfg.epochs)
-        # Back to this commit point: best.pt and history.csv may be missing (deleted by
-        # the workflow manager) or one epoch ahead (killed before last.pt was written).
-        save_checkpoint(out_dir / BEST, best)
-        write_history(out_dir / HISTORY, history)
-    else:
+    train_loader, val_loader = _loaders(train_set, val_set, cfg, device)
+    trainer = Trainer(model, loss_fn, cfg, device, steps_per_epoch=len(train_loader))
+    progress = run.restore(trainer) if resume else None
+    if progress is None:
+        progress = _Progress()
         seed_everything(cfg.seed)
 
-    step_fn = torch.compile(loss_fn) if cfg.compile else loss_fn
-    autocast = _autocast(device, cfg.amp)
-    device_name = _device_name(device)
-    stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
-    term_names: list[str] | None = None
-
-    # ---- the loop ---------------------------------------------------------------------------
-    while epoch < cfg.epochs and not stopped_early:
-        epoch += 1
+    while progress.epoch < cfg.epochs and not progress.stopped_early(cfg):
+        progress.epoch += 1
         t0 = time.perf_counter()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-        # train
-        model.train()
-        shuffle_gen.manual_seed(epoch_seed(cfg.seed, epoch))
-        sums: Tensor | None = None
-        pending: list[Tensor] = []  # per-step [total, *terms, grad norm], checked in batches
-        seen = 0
-        lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None)
-        for step, (x, y) in enumerate(bar, start=1):
-            x, y = _to_device(x, device), _to_device(y, device)
-            with autocast:
-                loss, terms = step_fn(model, x, y)
-            term_names = _check_terms(term_names, terms, loss, epoch, step)
-            loss.backward()
-            norm = (
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                if cfg.grad_clip is not None
-                else loss.new_zeros(())
-            )
-            lr = optimizer.param_groups[0]["lr"]  # the LR this step used
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            pending.append(_row(loss, terms, norm) * x.shape[0])
-            seen += x.shape[0]
-            if step % cfg.log_every == 0 or step == steps_per_epoch:
-                block = torch.stack(pending).cpu()  # the one host sync per block of steps
-                _raise_if_nonfinite(block, term_names, epoch, step - len(pending) + 1, last_path)
-                sums = block.sum(0) if sums is None else sums + block.sum(0)
-                pending.clear()
-                bar.set_postfix(loss=f"{sums[0].item() / seen:.4g}", lr=f"{lr:.3g}")
-        assert sums is not None and term_names is not None
+        train_means, seen = _train_epoch(trainer, train_loader, progress.epoch, run.last)
         train_seconds = time.perf_counter() - t0
-        train_means = (sums[:-1] / seen).tolist()
-
-        # validate
-        val_means = _evaluate(step_fn, model, val_loader, device, autocast)
-        if not all(math.isfinite(v) for v in val_means):
-            bad = [n for n, v in zip(["total", *term_names], val_means, strict=True)
-                   if not math.isfinite(v)]
-            raise SdkdError(
-                f"validation loss is non-finite at epoch {epoch} ({', '.join(bad)}); "
-                f"nothing was written for this epoch; {_last_good(last_path, epoch)}"
-            )
-
-        # bookkeeping
-        val_loss = val_means[0]
-        if monitor is not None and monitor not in term_names:
-            raise SdkdError(f"monitor: {monitor!r} is not a loss term ({', '.join(term_names)})")
-        score = val_loss if monitor is None else val_means[1 + term_names.index(monitor)]
-        improved = score < best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = score, epoch, 0
-        else:
-            bad_epochs += 1
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_means[0], "val_loss": val_loss}
-        row |= {f"train_{n}": v for n, v in zip(term_names, train_means[1:], strict=True)}
-        row |= {f"val_{n}": v for n, v in zip(term_names, val_means[1:], strict=True)}
-        row |= {
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-            "samples_per_s": seen / train_seconds,
-            "peak_memory_mb": _peak_memory_mb(device),
-            "device": device_name,
-        }
-        history.append(row)
-        log.info(
-            "epoch %d/%d  train %.4g  val %.4g%s  lr %.3g  %.1fs  %.0f samples/s",
-            epoch, cfg.epochs, row["train_loss"], val_loss, " *" if improved else "",
-            lr, row["seconds"], row["samples_per_s"],
+        val_means = _validate(trainer, val_loader, progress.epoch, run.last)
+        improved = progress.record(
+            trainer.term_names, train_means, val_means, monitor, lr=trainer.epoch_lr,
+            seconds=time.perf_counter() - t0, samples_per_s=seen / train_seconds,
+            peak_memory_mb=_peak_memory_mb(device), device=trainer.device_name,
         )
+        run.commit(progress, trainer, improved)
 
-        # outputs: best.pt, history.csv, then last.pt (the commit point of this epoch)
+    return run.finish(progress, trainer.device_name)
+
+
+class Trainer:
+    """The model, its optimizer and schedule, and the one training step.
+
+    AdamW decays weights with ≥ 2 dims only (not biases or norms); the learning rate
+    follows :func:`warmup_cosine` per step. ``benchmarks/`` time :meth:`step` itself, so
+    their throughput is the engine's.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss_fn: LossFn, cfg: TrainConfig, device: torch.device, *,
+        steps_per_epoch: int,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise SdkdError("model: has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in self.params if p.ndim >= 2],
+                 "weight_decay": cfg.weight_decay},
+                {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            fused=self.device.type == "cuda",
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(steps_per_epoch, cfg))
+        self.loss_fn = torch.compile(loss_fn) if cfg.compile else loss_fn
+        self.autocast = _autocast(self.device, cfg.amp)
+        self.grad_clip = cfg.grad_clip
+        self.steps_per_epoch = steps_per_epoch
+        self.log_every = cfg.log_every
+        self.seed = cfg.seed
+        self.device_name = _device_name(self.device)
+        self.term_names: list[str] | None = None  # fixed by the first step
+        self.epoch_lr = cfg.lr  # the LR of the last step taken
+
+    def step(self, x: Tensor, y: Any) -> Tensor:
+        """One optimisation step on a batch already on the device.
+
+        Returns ``[total, *terms, gradient norm]`` as a float32 vector on the device;
+        nothing here waits for the device (the caller checks finiteness in blocks).
+        """
+        with self.autocast:
+            loss, terms = self.loss_fn(self.model, x, y)
+        self._check_terms(terms, loss)
+        loss.backward()
+        norm = (nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+                if self.grad_clip is not None else loss.new_zeros(()))
+        self.epoch_lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return _row(loss, terms, norm)
+
+    @torch.no_grad()
+    def losses(self, x: Tensor, y: Any) -> Tensor:
+        """``[total, *terms, 0]`` of a batch under the training precision, no update."""
+        with self.autocast:
+            loss, terms = self.loss_fn(self.model, x, y)
+        return _row(loss, terms, loss.new_zeros(()))
+
+    def _check_terms(self, terms: Mapping[str, Tensor], loss: Tensor) -> None:
+        """Term names must be the same every step (a host-side list comparison)."""
+        current = list(terms)
+        if self.term_names is None:
+            if not isinstance(loss, Tensor) or loss.ndim != 0 or not loss.requires_grad:
+                raise SdkdError(
+                    "loss_fn: must return a scalar tensor that requires grad as its first "
+                    f"value (got {type(loss).__name__} {tuple(getattr(loss, 'shape', ()))})"
+                )
+            if "loss" in current:
+                raise SdkdError("loss_fn: a term may not be named 'loss' (it is the total)")
+            self.term_names = current
+        elif current != self.term_names:
+            epoch, step = divmod(self.scheduler.last_epoch, self.steps_per_epoch)
+            raise SdkdError(f"loss_fn: returned terms {current} at epoch {epoch + 1} step "
+                            f"{step + 1}, earlier {self.term_names}; the terms must be the same "
+                            "every step")
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": get_rng_state(self.device)}
+
+    def load_state(self, ckpt: Mapping[str, Any], where: Path) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise SdkdError(f"checkpoint {where}: does not fit this model/optimizer ({exc})"
+                            ) from None
+        set_rng_state(ckpt["rng"], self.device)
+
+
+@dataclass
+class _Progress:
+    """Where a run stands after its last committed epoch: what ``last.pt`` restores."""
+
+    epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # the payload of best.pt, carried by every last.pt
+
+    def stopped_early(self, cfg: TrainConfig) -> bool:
+        return cfg.patience is not None and self.bad_epochs >= cfg.patience
+
+    def record(
+        self, names: list[str], train: list[float], val: list[float], monitor: str | None,
+        **numbers: Any,
+    ) -> bool:
+        """Append this epoch's history row; True when ``monitor`` (default: the total
+        validation loss) improved on the best so far."""
+        if monitor is not None and monitor not in names:
+            raise SdkdError(f"monitor: {monitor!r} is not a loss term ({', '.join(names)})")
+        score = val[0] if monitor is None else val[1 + names.index(monitor)]
+        improved = score < self.best_val
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train[0], "val_loss": val[0]}
+        row |= {f"train_{n}": v for n, v in zip(names, train[1:], strict=True)}
+        row |= {f"val_{n}": v for n, v in zip(names, val[1:], strict=True)}
+        self.history.append(row | numbers)
+        log.info("epoch %d  train %.4g  val %.4g%s  lr %.3g  %.1fs  %.0f samples/s",
+                 self.epoch, row["train_loss"], row["val_loss"], " *" if improved else "",
+                 numbers["lr"], numbers["seconds"], numbers["samples_per_s"])
+        return improved
+
+
+@dataclass
+class _RunFiles:
+    """The files of one run folder and what they must belong to (meta and identity)."""
+
+    out_dir: Path
+    meta: dict[str, Any]
+    identity: dict[str, Any]
+    run_id: str
+    cfg: TrainConfig
+    _told: bool = False  # the change was logged (done.json and last.pt say the same)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.cfg)
+
+    @classmethod
+    def open(cls, out_dir: str | Path, meta: Mapping[str, Any] | None,
+             identity: Mapping[str, Any] | None, cfg: TrainConfig) -> _RunFiles:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        meta = plain(dict(meta or {}), where="meta")
+        if identity is None:
+            train = {k: v for k, v in dataclasses.asdict(cfg).items()
+                     if k not in SPEED_ONLY_TRAINING_KEYS}
+            identity = {"train": train, "meta": meta}
+        identity = plain(dict(identity), where="identity")
+        return cls(out_dir, meta, identity, run_id(identity), cfg)
+
+    @property
+    def last(self) -> Path:
+        return self.out_dir / LAST
+
+    @property
+    def done(self) -> Path:
+        return self.out_dir / DONE
+
+    def _stale(self, stored: Mapping[str, Any], path: Path) -> bool:
+        """True (and one log line naming what changed) when ``stored`` is another run."""
+        changes = identity_changes(stored.get("identity"), self.identity)
+        if changes and not self._told:
+            self._told = True
+            more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
+            log.warning("%s belongs to another run (%s%s); training from scratch",
+                        path, "; ".join(changes[:3]), more)
+        return bool(changes)
+
+    def finished(self) -> TrainResult | None:
+        """The stored result of a finished run of this identity, or None.
+
+        A finished run missing ``best.pt`` or ``history.csv`` (a workflow manager deletes
+        declared outputs before a rerun) is not returned: its ``last.pt`` rebuilds them.
+        """
+        if not self.done.exists():
+            return None
+        summary = _read_summary(self.done)
+        if self._stale(summary, self.done):
+            return None
+        missing = [name for name in (BEST, HISTORY) if not (self.out_dir / name).exists()]
+        if missing:
+            then = f"rebuilding from {LAST}" if self.last.exists() else "training again"
+            log.warning("%s: finished, but %s missing; %s", self.out_dir,
+                        " and ".join(missing), then)
+            return None
+        log.info("%s: already finished (best val %.4g at epoch %d)", self.out_dir,
+                 summary["best_val"], summary["best_epoch"])
+        return _result(summary, self.out_dir)
+
+    def restore(self, trainer: Trainer) -> _Progress | None:
+        """The progress stored in ``last.pt`` when it belongs to this run, else None.
+
+        Rewrites ``best.pt`` and ``history.csv`` from it: they may be missing (deleted
+        by the workflow manager) or one epoch ahead (killed before ``last.pt``).
+        """
+        if not self.last.exists():
+            return None
+        ckpt = load_checkpoint(self.last, what="checkpoint")
+        if self._stale(ckpt, self.last):
+            return None
+        trainer.load_state(ckpt, self.last)
+        try:
+            progress = _Progress(ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"],
+                                 ckpt["bad_epochs"], list(ckpt["history"]), ckpt["best"])
+        except KeyError as exc:
+            raise SdkdError(f"checkpoint {self.last}: has no {exc}; delete it to train again"
+                            ) from None
+        log.info("resuming %s after epoch %d of %d", self.out_dir, progress.epoch,
+                 self.cfg.epochs)
+        save_checkpoint(self.out_dir / BEST, progress.best)
+        write_history(self.out_dir / HISTORY, progress.history)
+        return progress
+
+    def commit(self, progress: _Progress, trainer: Trainer, improved: bool) -> None:
+        """best.pt (if improved), history.csv, then last.pt: the commit point of an epoch."""
+        stamp = {"meta": self.meta, "config": self.config, "identity": self.identity,
+                 "run_id": self.run_id}
         if improved:
             # A CPU copy: the weights change next epoch, and every last.pt carries it.
-            best = {
-                "kind": "best", "model": _cpu_copy(model.state_dict()), "meta": meta,
-                "config": config, "epoch": epoch, "val_loss": val_loss, "history_row": row,
+            progress.best = {
+                "kind": "best", "model": _cpu_copy(trainer.model.state_dict()), **stamp,
+                "epoch": progress.epoch, "val_loss": progress.history[-1]["val_loss"],
+                "history_row": progress.history[-1],
             }
-            save_checkpoint(out_dir / BEST, best)
-        write_history(out_dir / HISTORY, history)
-        save_checkpoint(last_path, {
-            "kind": "last", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": get_rng_state(device),
-            "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs, "history": history, "meta": meta, "config": config,
-            "best": best,
+            save_checkpoint(self.out_dir / BEST, progress.best)
+        write_history(self.out_dir / HISTORY, progress.history)
+        save_checkpoint(self.last, {
+            "kind": "last", **trainer.state(), **stamp, "epoch": progress.epoch,
+            "best_val": progress.best_val, "best_epoch": progress.best_epoch,
+            "bad_epochs": progress.bad_epochs, "history": progress.history,
+            "best": progress.best,
         })
-        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
-        if stopped_early:
+        if progress.stopped_early(self.cfg):
             log.info("early stop after epoch %d: no improvement for %d epochs (best: epoch %d)",
-                     epoch, bad_epochs, best_epoch)
+                     progress.epoch, progress.bad_epochs, progress.best_epoch)
 
-    # ---- done -------------------------------------------------------------------------------
-    result = TrainResult(best_val=best_val, best_epoch=best_epoch, epochs_run=epoch,
-                         stopped_early=stopped_early, history=history, out_dir=out_dir)
-    summary = {
-        "format_version": 1,
-        "epochs_run": epoch,
-        "best_epoch": best_epoch,
-        "best_val": best_val,
-        "total_seconds": sum(r["seconds"] for r in history),
-        "stopped_early": stopped_early,
-        "device": device_name,
-        "meta": meta,
-        "config": config,
-        "history": history,
-    }
-    with atomic_path(done_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("finished %s: best val %.4g at epoch %d", out_dir, best_val, best_epoch)
-    return result
+    def finish(self, progress: _Progress, device_name: str) -> TrainResult:
+        """Write ``done.json``, the mark of a finished run, and return the result."""
+        summary = {
+            "format_version": 1,
+            "epochs_run": progress.epoch,
+            "best_epoch": progress.best_epoch,
+            "best_val": progress.best_val,
+            "total_seconds": sum(r["seconds"] for r in progress.history),
+            "stopped_early": progress.stopped_early(self.cfg),
+            "device": device_name,
+            "run_id": self.run_id,
+            "identity": self.identity,
+            "meta": self.meta,
+            "config": self.config,
+            "history": progress.history,
+        }
+        with atomic_path(self.done) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("finished %s: best val %.4g at epoch %d", self.out_dir, progress.best_val,
+                 progress.best_epoch)
+        return _result(summary, self.out_dir)
 
 
 # ---- pieces of the loop ---------------------------------------------------------------------
 
 
-def _check_terms(
-    names: list[str] | None, terms: Mapping[str, Tensor], loss: Tensor, epoch: int, step: int
-) -> list[str]:
-    """Term names of this step; they must not change between steps (checked on the host)."""
-    current = list(terms)
-    if names is None:
-        if not isinstance(loss, Tensor) or loss.ndim != 0 or not loss.requires_grad:
-            raise SdkdError(
-                "loss_fn: must return a scalar tensor that requires grad as its first value "
-                f"(got {type(loss).__name__} {tuple(getattr(loss, 'shape', ()))})"
-            )
-        if "loss" in current:
-            raise SdkdError("loss_fn: a term may not be named 'loss' (it is the total)")
-        return current
-    if current != names:
-        raise SdkdError(f"loss_fn: returned terms {current} at epoch {epoch} step {step}, "
-                        f"earlier {names}; the terms must be the same every step")
-    return names
+def _loaders(
+    train_set: Dataset, val_set: Dataset, cfg: TrainConfig, device: torch.device
+) -> tuple[DataLoader, DataLoader]:
+    """Shuffled train batches (re-seeded every epoch, see :func:`_train_epoch`) and
+    validation batches in file order."""
+    for name, dataset in (("train_set", train_set), ("val_set", val_set)):
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise SdkdError(f"{name}: is empty, expected at least one (x, y) sample")
+    args = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                pin_memory=device.type == "cuda", persistent_workers=False)
+    train = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **args)
+    val = DataLoader(val_set, shuffle=False, generator=torch.Generator().manual_seed(0), **args)
+    return train, val
+
+
+def _train_epoch(
+    trainer: Trainer, loader: DataLoader, epoch: int, last_path: Path
+) -> tuple[list[float], int]:
+    """One pass over ``loader``: (per-sample means of [total, *terms], samples seen).
+
+    The shuffle order is a function of (seed, epoch) alone, so a resumed run sees the
+    same batches. Step losses reach the host every ``log_every`` steps, in one copy.
+    """
+    if trainer.device.type == "cuda":  # the history's peak memory is this epoch's
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    trainer.model.train()
+    loader.generator.manual_seed(epoch_seed(trainer.seed, epoch))
+    sums: Tensor | None = None
+    pending: list[Tensor] = []  # per-step [total, *terms, grad norm], checked in blocks
+    seen = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None)
+    for step, (x, y) in enumerate(bar, start=1):
+        x, y = _to_device(x, trainer.device), _to_device(y, trainer.device)
+        pending.append(trainer.step(x, y) * x.shape[0])
+        seen += x.shape[0]
+        if step % trainer.log_every == 0 or step == len(loader):
+            block = torch.stack(pending).cpu()  # the one host sync per block of steps
+            _raise_if_nonfinite(block, trainer.term_names, epoch, step - len(pending) + 1,
+                                last_path)
+            sums = block.sum(0) if sums is None else sums + block.sum(0)
+            pending.clear()
+            bar.set_postfix(loss=f"{sums[0].item() / seen:.4g}", lr=f"{trainer.epoch_lr:.3g}")
+    assert sums is not None
+    return (sums[:-1] / seen).tolist(), seen
+
+
+def _validate(trainer: Trainer, loader: DataLoader, epoch: int, last_path: Path) -> list[float]:
+    """Per-sample means of [total, *terms] over ``loader`` with the model in eval mode."""
+    trainer.model.eval()
+    sums, seen = None, 0
+    for x, y in loader:
+        x, y = _to_device(x, trainer.device), _to_device(y, trainer.device)
+        row = trainer.losses(x, y) * x.shape[0]
+        sums = row if sums is None else sums + row
+        seen += x.shape[0]
+    assert sums is not None and trainer.term_names is not None
+    means = (sums[:-1] / seen).tolist()
+    if not all(math.isfinite(v) for v in means):
+        bad = [n for n, v in zip(["total", *trainer.term_names], means, strict=True)
+               if not math.isfinite(v)]
+        raise SdkdError(
+            f"validation loss is non-finite at epoch {epoch} ({', '.join(bad)}); "
+            f"nothing was written for this epoch; {_last_good(last_path, epoch)}"
+        )
+    return means
 
 
 def _row(loss: Tensor, terms: Mapping[str, Tensor], norm: Tensor) -> Tensor:
@@ -464,28 +604,6 @@ def _last_good(last_path: Path, epoch: int) -> str:
     if epoch > 1 and last_path.exists():
         return f"{last_path} still holds epoch {epoch - 1}"
     return "no checkpoint has been written yet"
-
-
-@torch.no_grad()
-def _evaluate(
-    step_fn: LossFn,
-    model: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager,
-) -> list[float]:
-    """Per-sample means of [total, *terms] over ``loader`` with ``model.eval()``."""
-    model.eval()
-    sums, seen = None, 0
-    for x, y in loader:
-        x, y = _to_device(x, device), _to_device(y, device)
-        with autocast:
-            loss, terms = step_fn(model, x, y)
-        row = _row(loss, terms, loss.new_zeros(())) * x.shape[0]
-        sums = row if sums is None else sums + row
-        seen += x.shape[0]
-    assert sums is not None
-    return (sums[:-1] / seen).tolist()
 
 
 def _cpu_copy(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -531,49 +649,25 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def _stale(stored: Mapping[str, Any], config: dict, meta: dict) -> str | None:
-    """Why a checkpoint or summary cannot continue this run (None when it can).
-
-    A run continues only with the train config and meta it started with; anything else
-    (the pipeline changed a parameter, or another model/dataset took the folder) means
-    the old state describes another experiment, so training starts over.
-    """
-    old_config = stored.get("config", {})
-    changed = [f"{k}: {old_config.get(k)!r} → {v!r}" for k, v in config.items()
-               if k not in _RESUME_FREE and old_config.get(k) != v]
-    if changed:
-        return f"with another train config ({'; '.join(changed)})"
-    old_meta = stored.get("meta") or {}
-    if old_meta != meta:
-        keys = sorted(k for k in set(old_meta) | set(meta) if old_meta.get(k) != meta.get(k))
-        return f"for other meta (differs in {', '.join(keys)})"
-    return None
-
-
-def _finished(done_path: Path, config: dict, meta: dict) -> TrainResult | None:
-    """The result stored in ``done.json`` by a finished run of this config and meta.
-
-    None when the finished run was another experiment (see :func:`_stale`).
-    """
+def _read_summary(path: Path) -> dict[str, Any]:
     try:
-        summary = json.loads(done_path.read_text())
-        result = TrainResult(
-            best_val=float(summary["best_val"]),
-            best_epoch=int(summary["best_epoch"]),
-            epochs_run=int(summary["epochs_run"]),
-            stopped_early=bool(summary["stopped_early"]),
-            history=list(summary["history"]),
-            out_dir=done_path.parent,
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SdkdError(f"{done_path}: unreadable training summary ({exc}); "
+        summary = json.loads(path.read_text())
+        _result(summary, path.parent)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SdkdError(f"{path}: unreadable training summary ({exc}); "
                         "delete it to train again") from None
-    if stale := _stale(summary, config, meta):
-        log.warning("%s was written %s; starting over", done_path, stale)
-        return None
-    log.info("%s: already finished (best val %.4g at epoch %d)",
-             done_path.parent, result.best_val, result.best_epoch)
-    return result
+    return summary
+
+
+def _result(summary: Mapping[str, Any], out_dir: Path) -> TrainResult:
+    return TrainResult(
+        best_val=float(summary["best_val"]),
+        best_epoch=int(summary["best_epoch"]),
+        epochs_run=int(summary["epochs_run"]),
+        stopped_early=bool(summary["stopped_early"]),
+        history=list(summary["history"]),
+        out_dir=out_dir,
+    )
 
 
 # ---- random number generators -------------------------------------------------------------

@@ -12,6 +12,12 @@ write the same folder layout::
 ``meta`` records what the weights belong to (dataset, channels, T_in, T_out, grid and
 the model spec), so a teacher from another dataset or shape is refused by
 :func:`sdkd.train.checkpoint.load_checkpoint` before any distillation starts.
+
+Every checkpoint and ``done.json`` also carry the run's identity
+(:func:`sdkd.plan.run_identity`): its spec from the config, the fingerprint of the
+canonical dataset and, for a distilled student, the sha256 of the teacher's weights.
+The engine resumes or reuses a folder only for an equal identity, so a rerun after a
+change trains again and a rerun after a kill continues.
 """
 
 from __future__ import annotations
@@ -27,14 +33,15 @@ import yaml
 from torch import Tensor, nn
 
 from sdkd.atomic import atomic_path
-from sdkd.data.dataset import ForecastWindows
+from sdkd.data.dataset import ForecastWindows, fingerprint
 from sdkd.distill.cache import with_teacher_forecasts
 from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
 from sdkd.models import build_from_spec, build_model, model_spec
 from sdkd.models.base import Forecast, ForecastModel
-from sdkd.train.checkpoint import load_checkpoint
-from sdkd.train.engine import TrainConfig, TrainResult, fit
+from sdkd.plan import identity_changes, run_identity, run_spec
+from sdkd.train.checkpoint import load_checkpoint, weights_sha256
+from sdkd.train.engine import LossFn, TrainConfig, TrainResult, fit
 from sdkd.train.lease import gpu_lease
 
 log = logging.getLogger(__name__)
@@ -86,9 +93,32 @@ def _build(name: str, overrides: Mapping[str, Any], meta: Mapping[str, Any]) -> 
     )
 
 
-def _mse_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+def mse_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """A teacher's loss: the MSE of its forecast, the one term ``mse``."""
     loss = F.mse_loss(model(x).prediction, y)
     return loss, {"mse": loss.detach()}
+
+
+def student_loss(teacher: ForecastModel | None) -> LossFn:
+    """The loss of a distillation run, which trains ``nn.ModuleDict({"student", "kd"})``.
+
+    A target is ``y`` (T_out, C, H, W) or, from the teacher cache
+    (:mod:`sdkd.distill.cache`), ``(y, teacher prediction, teacher feature)``; with a
+    plain ``y`` the frozen ``teacher``, if any, runs forward under ``no_grad``.
+    """
+
+    def loss_fn(modules: nn.Module, x: Tensor, y: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        kd = modules["kd"]
+        reference = None
+        if isinstance(y, tuple):
+            y, prediction, feature = y
+            reference = Forecast(prediction, {kd.feature: feature})
+        elif teacher is not None:
+            with torch.no_grad():
+                reference = teacher(x)
+        return kd(modules["student"](x), reference, y)
+
+    return loss_fn
 
 
 def _device_lease(choice: str):
@@ -105,6 +135,7 @@ def train_teacher(
     training = config["training"]["teacher"]
     train_set, val_set = load_splits(data_path, training)
     meta = data_meta(dataset, train_set)
+    identity = run_identity(run_spec(config, dataset, "teacher"), data=fingerprint(data_path))
     torch.manual_seed(config["seed"])
     model = _build(config["models"]["teacher"], config["models"]["teacher_overrides"], meta)
     meta |= {"role": "teacher", "model": model_spec(model)}
@@ -112,13 +143,22 @@ def train_teacher(
     with _device_lease(device) as lease:
         log.info("teacher %s on %s: %d parameters", model.name, lease.device,
                  model.num_parameters())
-        return fit(model, _mse_loss, train_set, val_set, train_config(training, config["seed"]),
-                   out_dir, device=lease.device, meta=meta)
+        return fit(model, mse_loss, train_set, val_set, train_config(training, config["seed"]),
+                   out_dir, device=lease.device, meta=meta, identity=identity)
 
 
-def load_teacher(path: str | Path, expect: Mapping[str, Any]) -> ForecastModel:
-    """The frozen teacher of a ``best.pt``, checked against the dataset's ``expect``."""
-    ckpt = load_checkpoint(path, expect={**expect, "role": "teacher"}, what="teacher checkpoint")
+def load_teacher(
+    path: str | Path, expect: Mapping[str, Any], identity: Mapping[str, Any] | None = None
+) -> ForecastModel:
+    """The frozen teacher of a ``best.pt``, checked against the dataset's ``expect`` and,
+    when given, the teacher ``identity`` (spec and data) the student was planned with."""
+    what = "teacher checkpoint"
+    ckpt = load_checkpoint(path, expect={**expect, "role": "teacher"}, what=what)
+    if identity is not None and (changes := identity_changes(ckpt.get("identity"), identity)):
+        raise SdkdError(
+            f"{what} {path} is not the teacher this config distils from ({changes[0]}); "
+            "train the teacher of this config first"
+        )
     teacher = build_from_spec(ckpt["meta"]["model"])
     teacher.load_state_dict(ckpt["model"])
     teacher.eval().requires_grad_(False)
@@ -150,30 +190,22 @@ def distill_student(
     setting = band_setting(config["distill"], bands)
     train_set, val_set = load_splits(data_path, training)
     meta = data_meta(dataset, train_set)
+    spec, data = run_spec(config, dataset, "student", student, bands, seed), fingerprint(data_path)
     teacher = None
     if setting.setting != "none":
         if teacher_path is None:
             raise SdkdError(f"band setting {bands!r} distils from a teacher: give --teacher")
-        teacher = load_teacher(teacher_path, meta)
+        teacher = load_teacher(teacher_path, meta, run_identity(spec["teacher"], data=data))
+    identity = run_identity(spec, data=data,
+                            teacher=weights_sha256(teacher.state_dict()) if teacher else None)
     torch.manual_seed(seed)
     model = _build(student, config["models"]["student_overrides"], meta)
     kd = setting.loss(student_channels=model.latent_channels,
                       teacher_channels=teacher.latent_channels if teacher else 1)
     trainable = nn.ModuleDict({"student": model, "kd": kd})
     meta |= {"role": "student", "model": model_spec(model), "bands": bands,
-             "setting": setting.setting, "seed": seed,
-             "teacher": str(teacher_path) if teacher else None}
+             "setting": setting.setting, "seed": seed}
     _write_config(config, out_dir)
-
-    def loss_fn(modules: nn.Module, x: Tensor, y: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        reference = None
-        if isinstance(y, tuple):  # the teacher's forecast, computed once (sdkd.distill.cache)
-            y, prediction, feature = y
-            reference = Forecast(prediction, {kd.feature: feature})
-        elif teacher is not None:
-            with torch.no_grad():
-                reference = teacher(x)
-        return modules["kd"](modules["student"](x), reference, y)
 
     with _device_lease(device) as lease:
         if teacher is not None:
@@ -191,5 +223,6 @@ def distill_student(
                 train_set, val_set = cached
         log.info("student %s (%s, seed %d) on %s: %d parameters", student, bands, seed,
                  lease.device, model.num_parameters())
-        return fit(trainable, loss_fn, train_set, val_set, train_config(training, seed), out_dir,
-                   device=lease.device, meta=meta, monitor="gt")
+        return fit(trainable, student_loss(teacher), train_set, val_set,
+                   train_config(training, seed), out_dir,
+                   device=lease.device, meta=meta, identity=identity, monitor="gt")
