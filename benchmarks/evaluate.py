@@ -40,21 +40,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _host import loadavg, log, run_json
+
 GRID = 64
 IN_STEPS = OUT_STEPS = 10
 TEST_WINDOWS = 20
 FRAMES = IN_STEPS + OUT_STEPS  # one window per trajectory, as in the default config
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
+# Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads
+# fight the other jobs for the cores and the wall times swing.
+PASSIVE = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 def build(workdir: Path, teacher: str, students: list[str]) -> tuple[Path, Path, dict[str, Path]]:
@@ -117,7 +111,7 @@ def command_times(config: Path, data: Path, run: Path, out: Path, repeats: int) 
     cmd = [sys.executable, "-m", "sdkd", "--log-level", "WARNING", "evaluate",
            "--config", str(config), "--dataset", "navier_stokes", "--data", str(data),
            "--run", str(run), "--out", str(out), "--device", "cpu"]
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = {**os.environ, **PASSIVE}
     walls, inside, inference = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -186,12 +180,10 @@ def phase_times(config_path: Path, data: Path, run: Path, out: Path) -> dict[str
 
 def _child_phases(config: Path, data: Path, run: Path, out: Path) -> dict[str, float]:
     """:func:`phase_times` in a fresh interpreter, so that lazy imports count where paid."""
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    done = subprocess.run(
+    return run_json(
         [sys.executable, __file__, "--child", str(config), str(data), str(run), str(out)],
-        check=True, capture_output=True, text=True, env=env,
+        PASSIVE,
     )
-    return json.loads(done.stdout)
 
 
 def import_time() -> float:
@@ -233,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                       "batch_size": 16, "repeats": args.repeats},
             "host": {"platform": platform.platform(), "python": platform.python_version(),
                      "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "loadavg_before": _loadavg()},
+                     "loadavg_before": loadavg()},
             "import_s": import_time(),
             "runs": {},
         }
@@ -244,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_phases:
                 entry["phases_s"] = _child_phases(config, data, run, workdir / f"{model}.p.json")
             doc["runs"][model] = entry
-        doc["host"]["loadavg_after"] = _loadavg()
+        doc["host"]["loadavg_after"] = loadavg()
     print(json.dumps(doc, indent=2))
     return 0
 

@@ -6,7 +6,8 @@
 
 Prints ONE JSON document on stdout (progress goes to stderr). For each model at
 64×64, C=1, 10→10 frames it reports parameters, forward and training FLOPs per
-sample, training throughput (AdamW step on an MSE loss), inference throughput and
+sample, training throughput (the engine's own step, ``Trainer.step``, on the teacher
+job's MSE loss), inference throughput and
 latency (batch ``--batch`` and batch 1), and peak training memory; on CPU with
 ``--threads`` torch threads and, when CUDA is available, on the GPU with bf16
 autocast and batch ``--cuda-batch``. It also measures the CPU's dense float32
@@ -32,23 +33,28 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from math import prod
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from _counts import TRAIN_FLOPS_METHOD, count_pass, weights_mb
+from _host import loadavg, log, run_json, thread_env
+from _timing import (
+    forward_pass,
+    host_info,
+    peak_memory,
+    random_batch,
+    time_calls,
+    training_step,
+)
 
-from sdkd.machine import cpu_model_name
 from sdkd.models import build_model, count_parameters, flops_per_sample, get_family
-from sdkd.models.registry import build_from_spec, model_spec
+from sdkd.models.base import ForecastModel
+from sdkd.train.engine import TrainConfig
+from sdkd.train.jobs import mse_loss
 
 GRID = 64
 IN_STEPS = OUT_STEPS = 10
@@ -61,44 +67,41 @@ HEAVY_REPEATS = 3
 MEM_STEPS = 2  # optimizer state exists from step 1 on: step 2 holds weights+grads+state+activations
 TARGETS = {"inference_speedup": 3.0, "train_memory_ratio": 0.25, "teacher_matmul_fraction": 0.25}
 
-TRAIN_FLOPS_METHOD = (
-    "torch.utils.flop_counter.FlopCounterMode around one training step (forward, MSE loss, "
-    "backward) on batch 1, run on the meta device (same aten ops as a real step, no arithmetic), "
-    "with torch's aten.convolution_backward formula replaced: torch 2.x counts the weight "
-    "gradient of a grouped/depthwise convolution as if it were dense (groups× too many; the "
-    "teacher's depthwise 3×3/5×5 convs inflate its count by ~38 %); here each gradient of a "
-    "convolution (input and/or weight, per output_mask) costs the forward convolution's FLOPs. "
-    "'train_flops_torch_raw' is torch's uncorrected count and 'train_flops_3x_forward' the 3× "
-    "forward rule of thumb, for reference. Optimizer-step FLOPs are not counted."
+STEP = (
+    "sdkd.train.engine.Trainer.step, the pipeline's own training step, with the teacher "
+    "job's MSE loss (sdkd.train.jobs) and the engine's default TrainConfig: bf16 autocast "
+    "on CUDA, backward, gradient clipping at norm 1.0, AdamW (fused on CUDA), warmup-cosine "
+    "scheduler step, zero_grad"
 )
 MEMORY_METHOD = {
     "cpu": (
         "each model trained in a fresh subprocess (this script, --child mode) with the same "
-        "threads. Baseline right after imports, model build, AdamW creation and input batch "
-        f"allocation; then {MEM_STEPS} AdamW training steps at batch mem_batch (the same for "
-        "every model); peak_train_mb = (peak RSS after − peak RSS at baseline) / 1024, i.e. "
-        "gradients + optimizer state + activations + allocator overhead, excluding the weights "
-        "already in the baseline (weights_mb is reported; peak_incl_weights_mb adds it). Peak "
-        "RSS is read from /proc/self/status VmHWM (KiB), the kernel's resident high-water mark "
-        "of the process image. resource.getrusage(RUSAGE_SELF).ru_maxrss (KiB on Linux) is "
-        "reported too (*_ru_maxrss_mb) but not used when VmHWM exists: Linux carries the "
-        "*parent's* peak RSS into a fork+exec'd child's ru_maxrss (signal->maxrss), so after "
-        "the parent has run the teacher every child's ru_maxrss is pinned at the parent's peak "
-        "and the increase reads 0; VmHWM is reset by exec. source says which was used"
+        "threads. Baseline right after imports, model build, Trainer (AdamW) creation and "
+        f"input batch allocation; then {MEM_STEPS} training steps ({STEP}) at batch mem_batch "
+        "(the same for every model); peak_train_mb = (peak RSS after − peak RSS at baseline) "
+        "/ 1024, i.e. gradients + optimizer state + activations + allocator overhead, "
+        "excluding the weights already in the baseline (weights_mb is reported; "
+        "peak_incl_weights_mb adds it). Peak RSS is read from /proc/self/status VmHWM (KiB), "
+        "the kernel's resident high-water mark of the process image. "
+        "resource.getrusage(RUSAGE_SELF).ru_maxrss (KiB on Linux) is reported too "
+        "(*_ru_maxrss_mb) but not used when VmHWM exists: Linux carries the *parent's* peak "
+        "RSS into a fork+exec'd child's ru_maxrss (signal->maxrss), so after the parent has "
+        "run the teacher every child's ru_maxrss is pinned at the parent's peak and the "
+        "increase reads 0; VmHWM is reset by exec. source says which was used"
     ),
     "cuda": (
-        "in process, per model: model, AdamW and input batch on the GPU, "
+        "in process, per model: model, Trainer (AdamW) and input batch on the GPU, "
         "torch.cuda.reset_peak_memory_stats(), baseline = torch.cuda.memory_allocated(); "
-        f"{MEM_STEPS} AdamW training steps (bf16 autocast) at batch mem_batch (same for every "
-        "model); peak_train_mb = (torch.cuda.max_memory_allocated() − baseline) / 2**20, "
-        "excluding the weights like on CPU; peak_allocated_mb is the absolute peak"
+        f"{MEM_STEPS} training steps ({STEP}) at batch mem_batch (same for every model); "
+        "peak_train_mb = (torch.cuda.max_memory_allocated() − baseline) / 2**20, excluding "
+        "the weights like on CPU; peak_allocated_mb is the absolute peak"
     ),
 }
 TIMING_METHOD = (
     "time.perf_counter around each repeat (torch.cuda.synchronize() before and after on CUDA); "
     "untimed warmup first; the median repeat is reported, every repeat is listed. Training: "
-    "zero_grad, forward, MSE loss against a random target, backward, AdamW step, model in "
-    "train mode. Inference: model.eval() under torch.no_grad(). On CUDA a repeat is several "
+    f"{STEP}, on a fixed random batch, model in train mode. Inference: model.eval() under "
+    "torch.no_grad() (bf16 autocast on CUDA). On CUDA a repeat is several "
     "iterations (iters_per_repeat) and times are per iteration. Targets use the medians; "
     "'*_best' values (fastest repeat) are given too: on a CPU shared with other jobs "
     "(host.loadavg_* above the thread count) 2-thread OpenMP regions stall whenever one "
@@ -108,119 +111,34 @@ TIMING_METHOD = (
 )
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# -- FLOPs ------------------------------------------------------------------------------------
-
-
-def _conv_backward_flops(
-    grad_out_shape: list[int],
-    x_shape: list[int],
-    w_shape: list[int],
-    _bias: Any,
-    _stride: Any,
-    _padding: Any,
-    _dilation: Any,
-    transposed: bool,
-    _output_padding: Any,
-    _groups: int,
-    output_mask: list[bool],
-    out_shape: Any = None,
-    **kwargs: Any,
-) -> int:
-    """Each requested gradient of a convolution costs what the forward convolution costs.
-
-    ``w_shape`` is (C_out, C_in / groups, *k) (for a transposed conv (C_in, C_out / groups,
-    *k)): 2 · (spatial positions) · prod(k) · batch · C_out · C_in/groups FLOPs, which
-    is right for grouped and depthwise convs too.
-    """
-    spatial = (x_shape if transposed else grad_out_shape)[2:]
-    forward = 2 * x_shape[0] * prod(w_shape) * prod(spatial)
-    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
-
-
-def train_flops_per_sample(name: str) -> tuple[int, int]:
+def train_flops_per_sample(model: ForecastModel) -> tuple[int, int]:
     """(corrected, torch raw) FLOPs of one training step (fwd + MSE + bwd) for one sample."""
-    results = []
-    for custom in ({torch.ops.aten.convolution_backward: _conv_backward_flops}, None):
-        model = make_model(name)
-        with torch.device("meta"):
-            shadow = build_from_spec(model_spec(model))
-        shadow.train()
-        x = torch.empty(1, IN_STEPS, CHANNELS, GRID, GRID, device="meta")
-        y = torch.empty(1, OUT_STEPS, CHANNELS, GRID, GRID, device="meta")
-        with FlopCounterMode(display=False, custom_mapping=custom) as counter:
-            F.mse_loss(shadow(x).prediction, y).backward()
-        results.append(int(counter.get_total_flops()))
-    return results[0], results[1]
+    corrected, raw = (count_pass(model, GRID, GRID, train=True, corrected=c).flops
+                      for c in (True, False))
+    return corrected, raw
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def make_model(name: str) -> torch.nn.Module:
+def make_model(name: str) -> ForecastModel:
     return build_model(
         name, in_steps=IN_STEPS, out_steps=OUT_STEPS, channels=CHANNELS, height=GRID, width=GRID
     )
 
 
-def batch_tensors(batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, IN_STEPS, CHANNELS, GRID, GRID, generator=g)
-    y = torch.randn(batch, OUT_STEPS, CHANNELS, GRID, GRID, generator=g)
-    return x.to(device), y.to(device)
+def make_train_step(model: ForecastModel, batch: int, device: str, steps: int
+                    ) -> Callable[[], object]:
+    """The engine's training step of ``model`` on a fixed batch; ``steps``: how many the
+    benchmark takes (the length of the learning-rate schedule)."""
+    x, y = random_batch(model, batch, GRID, GRID, device)
+    cfg = TrainConfig(epochs=1, batch_size=batch)
+    return training_step(model, mse_loss, cfg, device, x, y, steps_per_epoch=steps)[1]
 
 
-def make_train_step(model: torch.nn.Module, batch: int, device: str) -> Callable[[], None]:
-    x, y = batch_tensors(batch, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
-    use_amp = device == "cuda"
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = F.mse_loss(model(x).prediction.float(), y)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def make_infer_step(model: torch.nn.Module, batch: int, device: str) -> Callable[[], None]:
-    x, _ = batch_tensors(batch, device)
-    use_amp = device == "cuda"
-
-    def step() -> None:
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            model(x)
-
-    return step
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_repeats(
-    fn: Callable[[], None], device: str, warmup: int, repeats: int, iters: int = 1
-) -> list[float]:
-    """Seconds per call of ``fn``, one value per timed repeat of ``iters`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) / iters)
-    return times
+def make_infer_step(model: ForecastModel, batch: int, device: str) -> Callable[[], None]:
+    x, _ = random_batch(model, batch, GRID, GRID, device)
+    return forward_pass(model, x, amp=True)
 
 
 def timing_record(times: list[float], batch: int, warmup: int, iters: int) -> dict[str, Any]:
@@ -244,7 +162,7 @@ def matmul_flops(device: str, n: int, repeats: int) -> dict[str, Any]:
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
     iters = 1 if device == "cpu" else 20
-    times = time_repeats(lambda: torch.mm(a, b), device, warmup=2, repeats=repeats, iters=iters)
+    times = time_calls(lambda: torch.mm(a, b), device, warmup=2, repeats=repeats, calls=iters)
     med = statistics.median(times)
     return {
         "shape": f"{n}x{n} @ {n}x{n}",
@@ -257,18 +175,6 @@ def matmul_flops(device: str, n: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def proc_status_kib(key: str) -> int | None:
-    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``), None where unavailable."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 # -- memory -----------------------------------------------------------------------------------
 
 
@@ -276,90 +182,35 @@ def child_main(name: str, batch: int, steps: int, threads: int) -> None:
     """``--child``: train ``name`` for ``steps`` steps; print the peak-RSS increase as JSON."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = make_model(name)
-    step = make_train_step(model, batch, "cpu")
-    base_ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    base_hwm = proc_status_kib("VmHWM")
-    base_rss = proc_status_kib("VmRSS")
-    for _ in range(steps):
-        step()
-    peak_ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_hwm = proc_status_kib("VmHWM")
-    if base_hwm is not None and peak_hwm is not None:
-        source, increase = "VmHWM", peak_hwm - base_hwm
-    else:
-        source, increase = "ru_maxrss", peak_ru - base_ru
-    print(
-        json.dumps(
-            {
-                "source": source,
-                "increase_kib": max(0, increase),
-                "baseline_ru_maxrss_kib": base_ru,
-                "peak_ru_maxrss_kib": peak_ru,
-                "baseline_vmhwm_kib": base_hwm,
-                "peak_vmhwm_kib": peak_hwm,
-                "baseline_vmrss_kib": base_rss,
-            }
-        )
-    )
+    step = make_train_step(make_model(name), batch, "cpu", steps)
+    with peak_memory("cpu") as memory:
+        for _ in range(steps):
+            step()
+    print(json.dumps(memory))
 
 
-def cpu_memory(name: str, batch: int, threads: int, weights_mb: float) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--child",
-        name,
-        "--child-batch",
-        str(batch),
-        "--child-steps",
-        str(MEM_STEPS),
-        "--threads",
-        str(threads),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.stderr.strip():
-        sys.stderr.write(proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory child for {name} exited with {proc.returncode}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    peak_mb = res["increase_kib"] / 1024
-    kib = {k: v for k, v in res.items() if k.endswith("_kib") and k != "increase_kib"}
-    return {
-        "batch": batch,
-        "steps": MEM_STEPS,
-        "peak_train_mb": peak_mb,
-        "weights_mb": weights_mb,
-        "peak_incl_weights_mb": peak_mb + weights_mb,
-        "source": res["source"],
-        **{k.replace("_kib", "_mb"): (v / 1024 if v is not None else None) for k, v in kib.items()},
-    }
+def memory_record(memory: dict[str, Any], batch: int, weights: float) -> dict[str, Any]:
+    """A :func:`_timing.peak_memory` record as this benchmark reports it."""
+    rest = {k: v for k, v in memory.items() if k != "increase_mb"}
+    peak_mb = memory["increase_mb"]
+    return {"batch": batch, "steps": MEM_STEPS, "peak_train_mb": peak_mb, "weights_mb": weights,
+            "peak_incl_weights_mb": peak_mb + weights, **rest}
 
 
-def cuda_memory(name: str, batch: int, weights_mb: float) -> dict[str, Any]:
+def cpu_memory(name: str, batch: int, threads: int, weights: float) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--child-batch",
+           str(batch), "--child-steps", str(MEM_STEPS), "--threads", str(threads)]
+    return memory_record(run_json(cmd, thread_env(threads)), batch, weights)
+
+
+def cuda_memory(name: str, batch: int, weights: float) -> dict[str, Any]:
+    step = make_train_step(make_model(name), batch, "cuda", MEM_STEPS)
+    with peak_memory("cuda") as memory:
+        for _ in range(MEM_STEPS):
+            step()
+    del step
     torch.cuda.empty_cache()
-    model = make_model(name).to("cuda")
-    step = make_train_step(model, batch, "cuda")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    for _ in range(MEM_STEPS):
-        step()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    del model, step
-    torch.cuda.empty_cache()
-    peak_mb = (peak - base) / 2**20
-    return {
-        "batch": batch,
-        "steps": MEM_STEPS,
-        "peak_train_mb": peak_mb,
-        "weights_mb": weights_mb,
-        "peak_incl_weights_mb": peak_mb + weights_mb,
-        "peak_allocated_mb": peak / 2**20,
-        "baseline_allocated_mb": base / 2**20,
-    }
+    return memory_record(memory, batch, weights)
 
 
 # -- per model --------------------------------------------------------------------------------
@@ -374,7 +225,7 @@ def bench_device(
     device: str,
     args: argparse.Namespace,
     fwd_flops: int,
-    weights_mb: float,
+    weights: float,
     teacher: bool,
 ) -> dict[str, Any]:
     heavy = device == "cpu" and fwd_flops > HEAVY_FLOPS
@@ -392,17 +243,17 @@ def bench_device(
 
     log(f"{name} [{device}] memory, batch {mem_batch}")
     if device == "cpu":
-        out["memory"] = cpu_memory(name, mem_batch, args.threads, weights_mb)
+        out["memory"] = cpu_memory(name, mem_batch, args.threads, weights)
     else:
-        out["memory"] = cuda_memory(name, mem_batch, weights_mb)
+        out["memory"] = cuda_memory(name, mem_batch, weights)
 
     torch.manual_seed(0)
     model = make_model(name).to(device)
     log(f"{name} [{device}] training, batch {train_batch}")
-    step = make_train_step(model, train_batch, device)
+    step = make_train_step(model, train_batch, device, warmup + repeats * iters)
     if teacher:  # the machine's matmul speed right around the timing the target divides
         mm_before = matmul_flops(device, matmul_size(device, args), max(args.repeats, 5))
-    t = time_repeats(step, device, warmup, repeats, iters)
+    t = time_calls(step, device, warmup=warmup, repeats=repeats, calls=iters)
     out["train"] = timing_record(t, train_batch, warmup, iters)
     if teacher:
         mm_after = matmul_flops(device, matmul_size(device, args), max(args.repeats, 5))
@@ -417,15 +268,16 @@ def bench_device(
     del step
 
     log(f"{name} [{device}] inference, batch {infer_batch}")
-    model.eval()
-    t = time_repeats(make_infer_step(model, infer_batch, device), device, warmup, repeats, iters)
+    t = time_calls(make_infer_step(model, infer_batch, device), device, warmup=warmup,
+                   repeats=repeats, calls=iters)
     rec = timing_record(t, infer_batch, warmup, iters)
     rec["latency_ms"] = rec["median_s"] * 1e3
     out["inference"] = rec
 
     log(f"{name} [{device}] latency, batch 1")
     b1_iters = 1 if device == "cpu" else 20
-    t = time_repeats(make_infer_step(model, 1, device), device, warmup, repeats, b1_iters)
+    t = time_calls(make_infer_step(model, 1, device), device, warmup=warmup, repeats=repeats,
+                   calls=b1_iters)
     rec = timing_record(t, 1, warmup, b1_iters)
     rec["latency_ms"] = rec["median_s"] * 1e3
     out["latency_b1"] = rec
@@ -580,15 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "benchmark": "sdkd model zoo: size, FLOPs, throughput, latency, training memory",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "host": {
-            "cpu": cpu_model_name(),
-            "logical_cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if cuda else None,
-            "loadavg_start": list(os.getloadavg()),
-        },
+        "host": host_info(),
         "config": {
             "grid": [GRID, GRID],
             "in_steps": IN_STEPS,
@@ -626,9 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         family, _ = get_family(name)
         model = make_model(name)
         params = count_parameters(model)
-        weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        weights = weights_mb(model)
         fwd = flops_per_sample(model, GRID, GRID)
-        train, train_raw = train_flops_per_sample(name)
+        train, train_raw = train_flops_per_sample(model)
         del model
         rec: dict[str, Any] = {
             "name": name,
@@ -647,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for device in devices:
             try:
-                r = bench_device(name, device, args, fwd, weights_mb, rec["role"] == "teacher")
+                r = bench_device(name, device, args, fwd, weights, rec["role"] == "teacher")
                 r["train_gflops_per_s"] = train * r["train"]["samples_per_s"] / 1e9
                 rec[device] = r
                 log(
@@ -662,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for device in devices:
         doc["targets"][device] = ratio_targets(doc["models"], device, doc["matmul"].get(device))
-    doc["host"]["loadavg_end"] = list(os.getloadavg())
+    doc["host"]["loadavg_end"] = loadavg()
     doc["wall_s"] = time.perf_counter() - started
     print(json.dumps(doc, indent=2))
     log(f"done in {doc['wall_s']:.0f} s")

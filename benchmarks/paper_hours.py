@@ -27,9 +27,12 @@ What one grid costs, per dataset (the pipeline's jobs, ``sdkd.train.jobs`` and
 Two separate answers:
 
 ``measured`` (unless ``--estimate-only``): on ``--device`` (cpu or cuda), per model, the
-seconds of one training step (zero_grad, forward under bf16 autocast on CUDA, MSE loss,
-backward, grad-norm clipping when the config clips, AdamW step; fused AdamW on CUDA, as
-the engine), inference seconds (eval mode, no_grad; autocast and float32 on CUDA), peak
+seconds of one training step of the engine itself (``sdkd.train.engine.Trainer.step``:
+bf16 autocast on CUDA per the config's ``amp``, backward, clipping per ``grad_clip``,
+AdamW (fused on CUDA), scheduler step, zero_grad) with the loss its jobs train it with:
+the teacher's MSE, and for a student each band setting it runs with (its distillation
+loss against a cached teacher forecast), averaged weighted by runs; the seconds of the
+validation pass (``Trainer.losses``) and of a float32 inference pass (evaluation), peak
 memory (``torch.cuda.max_memory_allocated`` on CUDA; on CPU VmHWM of a fresh subprocess
 with ``--cpu-memory``, else null) and the time of one ``torch.save`` of a checkpoint of
 the engine's size. Timings are the median over ``--repeats`` repeats of ``--steps``
@@ -39,7 +42,7 @@ role); with another batch, seconds per sample are scaled to the config's batch.
 ``estimated``: a FLOP-based figure for a GPU that has not been measured (default: an
 H100 SXM, 989 dense bf16 TFLOP/s, at 30 % MFU): training FLOPs per sample (forward +
 MSE + backward, counted by ``torch.utils.flop_counter`` on the meta device, with the
-convolution-backward correction of benchmarks/models.py) ÷ (peak × MFU). Small models
+convolution-backward correction of ``benchmarks/_counts.py``) ÷ (peak × MFU). Small models
 at 64 × 64 are not FLOP-bound on such a GPU, so a second figure floors each step at
 (aten ops of the step, × ``--estimate-autocast-op-factor`` for bf16 casts) ×
 ``--estimate-op-overhead-us`` (eager PyTorch's per-op host cost) and adds checkpoint
@@ -51,36 +54,38 @@ the JSON, not measurements.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import datetime as dt
 import functools
-import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from _counts import TRAIN_FLOPS_METHOD, count_pass, weights_mb
+from _host import loadavg, log, run_json, thread_env
+from _timing import forward_pass, host_info, peak_memory, random_batch, time_calls, training_step
+from torch import Tensor, nn
 
 from sdkd import config as sdkd_config
 from sdkd.data.dataset import ForecastWindows
 from sdkd.data.preprocess import SPLITS, split_sizes
+from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
-from sdkd.models import build_from_spec, build_model, count_parameters, model_spec
+from sdkd.machine import cpu_model_name
+from sdkd.models import build_model, count_parameters
 from sdkd.models.base import ForecastModel
-from sdkd.plan import band_setting, expected_runs
+from sdkd.plan import expected_runs
+from sdkd.train.engine import LossFn, TrainConfig, Trainer
+from sdkd.train.jobs import mse_loss, student_loss, train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "paper.yaml"
@@ -89,23 +94,6 @@ MEM_STEPS = 2  # AdamW state exists from step 1 on: step 2 holds weights+grads+s
 # Ops a training step launches besides forward+backward: grad-norm clipping (foreach
 # norms, a stack, a norm, a scale) and the fused AdamW step (a launch per tensor group).
 EXTRA_STEP_OPS = 10
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-@functools.cache
-def _models_benchmark() -> Any:
-    """benchmarks/models.py as a module: its corrected convolution-backward FLOP rule is
-    reused so that both benchmarks count training FLOPs the same way."""
-    spec = importlib.util.spec_from_file_location(
-        "sdkd_benchmark_models", Path(__file__).with_name("models.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -190,18 +178,20 @@ def build(name: str, grid: DatasetGrid, overrides: Mapping[str, Any]) -> Forecas
 def grid_plan(config: Mapping[str, Any], grids: Mapping[str, DatasetGrid]) -> dict[str, Any]:
     """What the grid trains and evaluates, per dataset, from ``expected_runs``."""
     runs = expected_runs(config)
-    settings = {k: band_setting(config["distill"], k) for k in config["distill"]["settings"]}
     out: dict[str, Any] = {"runs_total": len(runs), "datasets": {}}
     for name, grid in grids.items():
         mine = [r for r in runs if r["dataset"] == name]
-        students: dict[str, dict[str, int]] = {}
+        students: dict[str, dict[str, Any]] = {}
         for r in mine:
             if r["role"] != "student":
                 continue
-            rec = students.setdefault(r["model"], {"runs": 0, "distilled_runs": 0})
+            rec = students.setdefault(r["model"], {"runs": 0, "distilled_runs": 0,
+                                                   "runs_by_setting": {}})
             rec["runs"] += 1
             # `none` learns from the ground truth alone: no teacher, no cache pass.
-            rec["distilled_runs"] += settings[r["bands"]].setting != "none"
+            rec["distilled_runs"] += r["setting"] != "none"
+            by_setting = rec["runs_by_setting"]
+            by_setting[r["bands"]] = by_setting.get(r["bands"], 0) + 1
         training = {}
         for role in ("teacher", "student"):
             t = config["training"][role]
@@ -221,18 +211,20 @@ def grid_plan(config: Mapping[str, Any], grids: Mapping[str, DatasetGrid]) -> di
             "students": students,
             "training": training,
             "evaluate_batch_size": config["evaluate"]["batch_size"],
+            "teacher_cache": teacher_cache(config, grid),
         }
     return out
 
 
-def teacher_cache(config: Mapping[str, Any], grid: DatasetGrid,
-                  teacher: ForecastModel) -> dict[str, Any]:
+def teacher_cache(config: Mapping[str, Any], grid: DatasetGrid) -> dict[str, Any]:
     """Does the teacher's forecast cache fit ``distill.teacher_cache_mb`` (sdkd.distill.cache)?
 
     The cache holds, per window, the prediction (T_out, C, H, W) and the ``latent``
-    feature (D, h, w) in float32. The train split is cached first; if the train and
-    val splits do not both fit, the teacher runs at every step instead.
+    feature (D, h, w) (``feature_shape``) in float32. The train split is cached first; if
+    the train and val splits do not both fit, the teacher runs at every step instead.
     """
+    with torch.device("meta"):  # only its shapes are needed
+        teacher = build(config["models"]["teacher"], grid, config["models"]["teacher_overrides"])
     h, w = teacher.latent_grid(grid.height, grid.width)
     per_window = (grid.out_steps * grid.channels * grid.height * grid.width
                   + teacher.latent_channels * h * w) * 4 / 2**20
@@ -245,59 +237,22 @@ def teacher_cache(config: Mapping[str, Any], grid: DatasetGrid,
             else grid.windows["train"] + 1 if train_mb <= limit else 1)
     return {"mb_needed": train_mb + val_mb, "limit_mb": limit, "fits": fits,
             "teacher_windows_once_per_run": once,
-            "teacher_at_every_step": not fits}
+            "teacher_at_every_step": not fits,
+            "feature_shape": [teacher.latent_channels, h, w]}
 
 
 # -- counting: FLOPs and ops ------------------------------------------------------------------
 
 
-class _OpCounter(TorchDispatchMode):
-    """Counts aten ops that compute (views and aliases launch no kernel)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
-                           kwargs: Any = None) -> Any:
-        if not func.is_view and func not in (torch.ops.aten.detach.default,):
-            self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _meta_step(model: ForecastModel, grid: DatasetGrid, train: bool,
-               modes: tuple[Any, ...]) -> None:
-    """One sample through a meta-device copy of ``model`` under ``modes``: forward + MSE +
-    backward, or the forward alone (no_grad)."""
-    with torch.device("meta"):
-        shadow = build_from_spec(model_spec(model))
-    shadow.train(train)
-    x = torch.empty(1, grid.in_steps, grid.channels, grid.height, grid.width, device="meta")
-    y = torch.empty(1, grid.out_steps, grid.channels, grid.height, grid.width, device="meta")
-    with contextlib.ExitStack() as stack:
-        for mode in modes:
-            stack.enter_context(mode)
-        if train:
-            F.mse_loss(shadow(x).prediction, y).backward()
-        else:
-            with torch.no_grad():
-                shadow(x)
-
-
-def count_model(model: ForecastModel, grid: DatasetGrid, conv_backward: Callable[..., int]
-                ) -> dict[str, Any]:
+def count_model(model: ForecastModel, grid: DatasetGrid) -> dict[str, Any]:
     """Parameters, FLOPs per sample (forward; training step corrected) and op counts."""
     counts: dict[str, Any] = {"params": count_parameters(model)}
     for train, key in ((False, "fwd"), (True, "train")):
-        mapping = {torch.ops.aten.convolution_backward: conv_backward} if train else None
-        flops = FlopCounterMode(display=False, custom_mapping=mapping)
-        ops = _OpCounter()
-        # One pass, both modes: meta kernels are Python, and this is the slow part.
-        _meta_step(model, grid, train, (flops, ops))
-        counts[f"{key}_flops_per_sample"] = int(flops.get_total_flops())
-        counts[f"{key}_gflops_per_sample"] = flops.get_total_flops() / 1e9
-        counts[f"{key}_aten_ops"] = ops.ops
-    counts["weights_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        c = count_pass(model, grid.height, grid.width, train=train)
+        counts[f"{key}_flops_per_sample"] = c.flops
+        counts[f"{key}_gflops_per_sample"] = c.flops / 1e9
+        counts[f"{key}_aten_ops"] = c.aten_ops
+    counts["weights_mb"] = weights_mb(model)
     # What the engine writes per epoch (sdkd.train.engine.fit): last.pt holds the weights,
     # AdamW's two moments and the best weights; best.pt (the weights) when val improved.
     counts["checkpoint_mb_per_epoch"] = counts["weights_mb"] * 5
@@ -307,154 +262,165 @@ def count_model(model: ForecastModel, grid: DatasetGrid, conv_backward: Callable
 # -- measuring --------------------------------------------------------------------------------
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+@dataclass(frozen=True)
+class Objective:
+    """One loss a model trains with in the grid, and the runs that use it."""
+
+    label: str  # "mse" (the teacher) or a band setting key (a student)
+    runs: int
+    module: nn.Module  # what the engine optimizes: the teacher, or {"student", "kd"}
+    loss_fn: LossFn
+    target: Any  # y, or (y, prediction, feature) from the teacher cache
 
 
-def timed(fn: Callable[[], None], device: str, warmup: int, repeats: int, steps: int
-          ) -> list[float]:
-    """Seconds per call of ``fn``: one value per repeat of ``steps`` calls after warmup."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) / steps)
-    return times
+@dataclass(frozen=True)
+class Setup:
+    """What timing one model needs: the model, a batch, its training config, its losses."""
+
+    model: ForecastModel
+    x: Tensor
+    cfg: TrainConfig
+    steps_per_epoch: int
+    objectives: list[Objective]
+
+    def trainers(self, device: str) -> Iterator[tuple[Objective, Trainer, Callable[[], Tensor]]]:
+        """The engine's trainer and bound step of each objective, one at a time (a new
+        optimizer each: runs of different settings do not share one)."""
+        for o in self.objectives:
+            trainer, step = training_step(o.module, o.loss_fn, self.cfg, device, self.x,
+                                          o.target, steps_per_epoch=self.steps_per_epoch)
+            yield o, trainer, step
 
 
-def _batch(grid: DatasetGrid, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, grid.in_steps, grid.channels, grid.height, grid.width, generator=g)
-    y = torch.randn(batch, grid.out_steps, grid.channels, grid.height, grid.width, generator=g)
-    return x.to(device), y.to(device)
+def setup(config: Mapping[str, Any], dplan: Mapping[str, Any], grid: DatasetGrid, name: str,
+          batch: int, device: str) -> Setup:
+    """Model ``name`` as the jobs build it, on ``device``, with a random batch of ``batch``
+    windows and the job's training config at that batch. The teacher trains on MSE; a
+    student once per band setting it runs with, against stand-ins for the cached teacher
+    forecast (random values of the cache's shapes: a step's cost does not depend on them)."""
+    role = _role(config, name)
+    torch.manual_seed(0)
+    model = build(name, grid, config["models"][f"{role}_overrides"]).to(device)
+    x, y = random_batch(model, batch, grid.height, grid.width, device)
+    cfg = dataclasses.replace(train_config(config["training"][role], config["seed"]),
+                              batch_size=batch)
+    if role == "teacher":
+        objectives = [Objective("mse", dplan["teacher_runs"], model, mse_loss, y)]
+    else:
+        d, h, w = dplan["teacher_cache"]["feature_shape"]
+        cached = (y, torch.randn_like(y), torch.randn(batch, d, h, w, device=device))
+        objectives = []
+        for key, runs in dplan["students"][name]["runs_by_setting"].items():
+            setting = band_setting(config["distill"], key)
+            distilled = setting.setting != "none"
+            kd = setting.loss(student_channels=model.latent_channels,
+                              teacher_channels=d if distilled else 1)
+            objectives.append(Objective(key, runs, nn.ModuleDict({"student": model, "kd": kd}),
+                                        student_loss(None), cached if distilled else y))
+    return Setup(model, x, cfg, dplan["training"][role]["steps_per_epoch"], objectives)
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str,
-               grad_clip: float | None) -> tuple[Callable[[], None], torch.optim.Optimizer]:
-    """The engine's step on an MSE loss (sdkd.train.engine.fit, without data loading)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda")
-    model.train()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = F.mse_loss(model(x).prediction, y)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-
-    return step, opt
-
-
-def infer_step(model: torch.nn.Module, x: torch.Tensor, amp: bool) -> Callable[[], None]:
-    def step() -> None:
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            model(x)
-
-    return step
-
-
-def checkpoint_seconds(model: torch.nn.Module, opt: torch.optim.Optimizer) -> float:
-    """One torch.save of a last.pt-sized payload (weights, AdamW state, best weights)
-    plus a best.pt, to a temporary file on this host's disk."""
-    best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best}
+def checkpoint_seconds(trainer: Trainer) -> float:
+    """One torch.save of a last.pt-sized payload (trainer state, best weights) plus a
+    best.pt, to a temporary file on this host's disk."""
+    best = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        torch.save(payload, Path(tmp) / "last.pt")
+        torch.save({**trainer.state(), "best": best}, Path(tmp) / "last.pt")
         torch.save({"model": best}, Path(tmp) / "best.pt")
         return time.perf_counter() - t0
 
 
 def child_main(spec_json: str, batch: int, threads: int) -> None:
-    """``--child``: train the model of ``spec_json`` for MEM_STEPS steps on the CPU and
-    print its VmHWM (KiB) before and after as JSON (benchmarks/models.py explains why
-    VmHWM and not ru_maxrss)."""
+    """``--child``: the training steps of one model (:func:`setup` of the spec that
+    :func:`cpu_memory` writes), MEM_STEPS per objective, on the CPU; print the peak
+    resident memory as JSON (``_host.rss_peak``: VmHWM of this fresh process)."""
     torch.set_num_threads(threads)
     spec = json.loads(spec_json)
-    model = build_from_spec(spec["model"])
-    grid = DatasetGrid(**spec["grid"])
-    x, y = _batch(grid, batch, "cpu")
-    step, _ = train_step(model, x, y, "cpu", spec["grad_clip"])
-    vmhwm = functools.partial(_models_benchmark().proc_status_kib, "VmHWM")
-    base = vmhwm()
-    for _ in range(MEM_STEPS):
-        step()
-    print(json.dumps({"baseline_vmhwm_kib": base, "peak_vmhwm_kib": vmhwm()}))
+    config = sdkd_config.load(spec["config"])
+    name, ds = spec["model"], spec["dataset"]
+    grid = dataset_grid(ds, config["datasets"][ds], Path(spec["data_dir"]))
+    dplan = grid_plan(config, {ds: grid})["datasets"][ds]
+    model_setup = setup(config, dplan, grid, name, batch, "cpu")
+    with peak_memory("cpu") as memory:
+        for _, _, step in model_setup.trainers("cpu"):
+            for _ in range(MEM_STEPS):
+                step()
+    print(json.dumps(memory))
 
 
-def cpu_memory(model: ForecastModel, grid: DatasetGrid, batch: int, threads: int,
-               grad_clip: float | None) -> dict[str, Any]:
-    spec = json.dumps({"model": model_spec(model), "grid": asdict(grid), "grad_clip": grad_clip})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", spec,
-           "--child-batch", str(batch), "--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory child exited with {proc.returncode}: {proc.stderr[-500:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    base, peak = res["baseline_vmhwm_kib"], res["peak_vmhwm_kib"]
+def cpu_memory(args: argparse.Namespace, dataset: str, name: str, batch: int) -> dict[str, Any]:
+    spec = {"config": str(args.config), "data_dir": str(args.data_dir), "dataset": dataset,
+            "model": name}
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec),
+           "--child-batch", str(batch), "--threads", str(args.threads)]
+    res = run_json(cmd, thread_env(args.threads))
     return {
-        "source": "VmHWM of a fresh subprocess",
+        "source": f"{res['source']} of a fresh subprocess",
         "batch": batch,
-        "peak_mb": peak / 1024 if peak is not None else None,
-        "peak_increase_mb": (peak - base) / 1024 if None not in (peak, base) else None,
+        "peak_mb": res["peak_vmhwm_mb"] if res["source"] == "VmHWM" else res["peak_ru_maxrss_mb"],
+        "peak_increase_mb": res["increase_mb"],
     }
 
 
-def measure(model: ForecastModel, grid: DatasetGrid, role_batch: int, args: argparse.Namespace,
-            grad_clip: float | None) -> dict[str, Any]:
-    """Seconds per training step and per inference sample of ``model`` on ``args.device``."""
+def _run_weighted(by_loss: Mapping[str, Mapping[str, Any]], key: str) -> float:
+    """``key`` averaged over a model's objectives, each weighted by its runs: the mean over
+    the grid's runs of the model, which is what the totals need."""
+    runs = sum(v["runs"] for v in by_loss.values())
+    return sum(v["runs"] * v[key] for v in by_loss.values()) / runs
+
+
+def measure(config: Mapping[str, Any], dplan: Mapping[str, Any], grid: DatasetGrid,
+            dataset: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per training step, validation and inference sample of ``name`` on
+    ``args.device``: the engine's ``Trainer.step`` and ``Trainer.losses`` per objective."""
     device = args.device
+    role_batch = dplan["training"][_role(config, name)]["batch_size"]
     batch = args.batch or role_batch
     warmup = args.warmup if args.warmup is not None else (1 if device == "cpu" else 3)
-    torch.manual_seed(0)
-    model = model.to(device)
-    x, y = _batch(grid, batch, device)
-    step, opt = train_step(model, x, y, device, grad_clip)
+    timed = functools.partial(time_calls, device=device, warmup=warmup, repeats=args.repeats,
+                              calls=args.steps)
+    model_setup = setup(config, dplan, grid, name, batch, device)
+    by_loss: dict[str, dict[str, Any]] = {}
+    # Used on CUDA only: on the CPU this process's peak is no model's (--cpu-memory is).
+    with peak_memory(device) as memory:
+        for o, trainer, step in model_setup.trainers(device):
+            train = timed(step)
+            trainer.model.eval()  # validation, as fit runs it
+            val = timed(functools.partial(trainer.losses, model_setup.x, o.target))
+            s_step = statistics.median(train)
+            by_loss[o.label] = {
+                "runs": o.runs,
+                "train_s_per_step_all": [round(t, 6) for t in train],
+                "train_s_per_step_at_timing_batch": s_step,
+                # Scaled per sample to the config's batch: exact when timing at that batch.
+                "train_s_per_step": s_step / batch * role_batch,
+                "train_samples_per_s": batch / s_step,
+                "val_s_per_sample": statistics.median(val) / batch,
+            }
+    ckpt = checkpoint_seconds(trainer)
+    # sdkd evaluate: the model alone, float32 (no autocast).
+    fp32 = timed(forward_pass(model_setup.model, model_setup.x, amp=False))
+    peak: dict[str, Any] | None = None
     if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    train = timed(step, device, warmup, args.repeats, args.steps)
-    memory: dict[str, Any] | None = None
-    if device == "cuda":
-        memory = {"source": "torch.cuda.max_memory_allocated", "batch": batch,
-                  "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
-    ckpt = checkpoint_seconds(model, opt)
-    del step, opt
-    model.eval()
-    infer = {"amp": timed(infer_step(model, x, device == "cuda"), device, warmup,
-                          args.repeats, args.steps)}
-    # sdkd evaluate runs in float32; on the CPU there is no autocast, so it is the same pass.
-    infer["fp32"] = (timed(infer_step(model, x, False), device, warmup, args.repeats,
-                           args.steps) if device == "cuda" else infer["amp"])
-    model.to("cpu")
-    if device == "cpu" and args.cpu_memory:
-        memory = cpu_memory(model, grid, batch, args.threads, grad_clip)
-    s_step = statistics.median(train)
-    per_sample = s_step / batch
+        peak = {"source": memory["source"], "batch": batch,
+                "peak_mb": memory["peak_allocated_mb"]}
+    elif args.cpu_memory:
+        peak = cpu_memory(args, dataset, name, batch)
+    s_step = _run_weighted(by_loss, "train_s_per_step_at_timing_batch")
     return {
         "timing_batch": batch,
         "config_batch": role_batch,
         "warmup": warmup,
         "steps_per_repeat": args.steps,
-        "train_s_per_step_all": [round(t, 6) for t in train],
+        "train_by_loss": by_loss,
         "train_s_per_step_at_timing_batch": s_step,
-        # Scaled per sample to the config's batch: exact when timing at that batch.
-        "train_s_per_step": per_sample * role_batch,
+        "train_s_per_step": _run_weighted(by_loss, "train_s_per_step"),
         "train_samples_per_s": batch / s_step,
-        "infer_s_per_sample_amp": statistics.median(infer["amp"]) / batch,
-        "infer_s_per_sample_fp32": statistics.median(infer["fp32"]) / batch,
+        "infer_s_per_sample_amp": _run_weighted(by_loss, "val_s_per_sample"),
+        "infer_s_per_sample_fp32": statistics.median(fp32) / batch,
         "checkpoint_s_per_epoch": ckpt,
-        "peak_memory": memory,
+        "peak_memory": peak,
     }
 
 
@@ -636,8 +602,7 @@ def measured_section(args: argparse.Namespace, config: Mapping[str, Any],
             t = dplan["training"][role]
             log(f"{ds}/{name}: timing on {args.device}, batch {args.batch or t['batch_size']}, "
                 f"{args.steps} steps × {args.repeats}")
-            model = build(name, grid, config["models"][f"{role}_overrides"])
-            m = measure(model, grid, t["batch_size"], args, t["grad_clip"])
+            m = measure(config, dplan, grid, ds, name, args)
             m["s_per_epoch"] = epoch_seconds(_costs(m), dplan, role)
             models[ds][name] = m
             log(f"  {m['train_s_per_step']:.4f} s/step at batch {t['batch_size']}, "
@@ -646,10 +611,16 @@ def measured_section(args: argparse.Namespace, config: Mapping[str, Any],
         "device": args.device,
         "device_name": (torch.cuda.get_device_name() if args.device == "cuda"
                         else f"{cpu_name} ({args.threads} threads)"),
-        "what": "seconds measured on this device: training steps on a fixed on-device batch "
-                "(no data loading), inference passes, one checkpoint torch.save on this "
-                "host's disk; bf16 autocast on CUDA for training, validation and the teacher "
-                "cache, float32 for evaluation; no job start-up",
+        "what": "seconds measured on this device: the engine's training steps "
+                "(sdkd.train.engine.Trainer.step) and validation passes (Trainer.losses) on a "
+                "fixed on-device batch (no data loading), with the jobs' losses: the "
+                "teacher's MSE; each student once per band setting it runs with "
+                "(train_by_loss), its distillation loss against a cached teacher forecast, "
+                "averaged weighted by runs; float32 inference passes; one checkpoint "
+                "torch.save on this host's disk; bf16 autocast on CUDA (when the config's "
+                "amp is on) for training, validation and the teacher cache, float32 for "
+                "evaluation; no job start-up. The teacher cache pass is costed at the "
+                "teacher's validation pass",
         "timing_batch": args.batch or "config",
         "models": models,
     }
@@ -753,26 +724,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SdkdError(f"--models: {', '.join(unknown)} not in the grid "
                         f"({', '.join(grid_models)})")
-    bench = _models_benchmark()
-    cpu_name = bench.cpu_model_name()
+    cpu_name = cpu_model_name()
     doc: dict[str, Any] = {
         "benchmark": "GPU hours of a config's full grid on one device",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config_file": str(args.config),
-        "host": {
-            "cpu": cpu_name,
-            "logical_cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "threads": args.threads,
-            "loadavg_start": list(os.getloadavg()),
-        },
+        "host": host_info() | {"threads": args.threads},
         "grid": plan,
         "flops_convention": "2 FLOPs per multiply-add (torch.utils.flop_counter)",
-        "train_flops_method": bench.TRAIN_FLOPS_METHOD.replace(
-            "on batch 1", "on batch 1 at the dataset's shape"),
+        "train_flops_method": TRAIN_FLOPS_METHOD,
         "models": {},
     }
     # Counting is cheap (meta device), so every model of the grid is counted and the
@@ -783,9 +743,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         for name in grid_models:
             role = _role(config, name)
             model = build(name, grid, models_cfg[f"{role}_overrides"])
-            c = counts[ds, name] = count_model(model, grid, bench._conv_backward_flops)
-            if role == "teacher":
-                plan["datasets"][ds]["teacher_cache"] = teacher_cache(config, grid, model)
+            c = counts[ds, name] = count_model(model, grid)
             doc["models"][ds][name] = {"role": role, **c}
             log(f"{ds}/{name}: {c['params'] / 1e6:.2f} M params, "
                 f"{c['fwd_gflops_per_sample']:.3f} GFLOPs fwd, "
@@ -800,7 +758,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     doc["estimated"] = estimated_section(args, config, plan, counts, cpu_name)
-    doc["host"]["loadavg_end"] = list(os.getloadavg())
+    doc["host"]["loadavg_end"] = loadavg()
     doc["wall_s"] = time.perf_counter() - started
     return doc
 

@@ -24,15 +24,11 @@ import statistics
 import time
 
 import torch
+from _timing import sync
 
 from sdkd.data.navier_stokes import DEFAULT_CFL, gaussian_random_field, simulate
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_device(args: argparse.Namespace, device: torch.device) -> dict:
@@ -49,7 +45,7 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict:
 
     # Warm-up: first FFT plans, allocator and (on CUDA) kernel loading.
     simulate(w0, **common | {"t_end": args.t_end / args.n_records, "n_records": 1})
-    _sync(device)
+    sync(device)
 
     times, cpu_times = [], []
     steps: list[int] = []
@@ -57,7 +53,7 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict:
         steps.clear()
         start, cpu_start = time.perf_counter(), time.process_time()
         out = simulate(w0, **common, cfl=args.cfl, step_log=steps)
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - start) / args.batch)
         cpu_times.append((time.process_time() - cpu_start) / args.batch)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,11 @@ SMOKE = ROOT / "config" / "smoke.yaml"
 
 @pytest.fixture(scope="module")
 def paper_hours():
-    spec = importlib.util.spec_from_file_location(
-        "paper_hours", ROOT / "benchmarks" / "paper_hours.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses resolve the module's annotations through sys.modules.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    # The scripts import their helpers (_timing, _counts, _host) as siblings, which works
+    # because Python puts a script's folder first on sys.path; here the test does that.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "benchmarks"))
+        yield importlib.import_module("paper_hours")
 
 
 def test_smoke_grid_measured_and_estimated(paper_hours, capsys):
@@ -47,7 +42,8 @@ def test_smoke_grid_measured_and_estimated(paper_hours, capsys):
     assert ns["windows"] == {"train": 6, "val": 1, "test": 1}
     assert dr["windows"] == {"train": 4 * 3, "val": 3, "test": 3}
     assert ns["training"]["student"]["steps_per_epoch"] == 2  # ceil(6 / 4)
-    assert ns["students"]["unet-s"] == {"runs": 3, "distilled_runs": 2}  # `none` has no teacher
+    assert ns["students"]["unet-s"] == {  # `none` has no teacher
+        "runs": 3, "distilled_runs": 2, "runs_by_setting": {"none": 1, "dual": 1, "fitnet": 1}}
 
     models = {config["models"]["teacher"], *config["models"]["students"]}
     measured, estimated = doc["measured"], doc["estimated"]
@@ -58,6 +54,16 @@ def test_smoke_grid_measured_and_estimated(paper_hours, capsys):
         assert set(estimated["models"][dataset]) == models
     step = measured["models"]["navier_stokes"]["unet-s"]
     assert step["train_s_per_step"] > 0 and step["s_per_epoch"] > 0
+    # The engine's step with the jobs' losses: the teacher's MSE, a student's distillation
+    # loss once per band setting, and the student's figure their mean over its runs.
+    teacher = measured["models"]["navier_stokes"]["teacher-tiny"]
+    assert list(teacher["train_by_loss"]) == ["mse"]
+    by_setting = step["train_by_loss"]
+    assert set(by_setting) == {"none", "dual", "fitnet"}
+    assert all(s["runs"] == 1 and s["train_s_per_step"] > 0 and s["val_s_per_sample"] > 0
+               for s in by_setting.values())
+    assert step["train_s_per_step"] == pytest.approx(
+        sum(s["train_s_per_step"] for s in by_setting.values()) / 3)
     assert step["peak_memory"] is None  # CPU memory only with --cpu-memory
     assert measured["total_hours"] > 0
     assert measured["total_hours_with_assumed_job_overhead"] > measured["total_hours"]
@@ -78,7 +84,10 @@ def test_paper_grid(paper_hours):
     ns = plan["datasets"]["navier_stokes"]
     assert ns["windows"] == {"train": 1000, "val": 100, "test": 100}
     assert ns["training"]["teacher"]["steps_per_epoch"] == 63  # ceil(1000 / 16)
-    assert all(s == {"runs": 21, "distilled_runs": 18} for s in ns["students"].values())
+    assert all(s["runs"] == 21 and s["distilled_runs"] == 18 for s in ns["students"].values())
+    assert all(n == 3 for s in ns["students"].values() for n in s["runs_by_setting"].values())
+    # teacher-paper's latent: 512 channels on a 16 × 16 grid (64 × 64 input, factor 4).
+    assert ns["teacher_cache"]["feature_shape"] == [512, 16, 16]
 
 
 def test_estimate_only_and_bad_model(paper_hours, capsys):
