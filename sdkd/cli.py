@@ -77,7 +77,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from sdkd.evaluate import evaluate_run
+    from sdkd.evaluate.run import evaluate_run
 
     config = configuration.load(args.config)
     configuration.dataset_config(config, args.dataset)

@@ -1,12 +1,15 @@
-"""Reading the pipeline's JSON files with one clear error per way they can be wrong."""
+"""The pipeline's JSON files: read with one clear error per way they can be wrong, written
+atomically as strict JSON."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
 
 
@@ -39,3 +42,21 @@ def read_json(
             f"{path}: the {what} is not valid JSON "
             f"(line {exc.lineno} column {exc.colno}: {exc.msg})"
         ) from None
+
+
+def write_json(
+    path: str | os.PathLike[str],
+    value: Any,
+    *,
+    indent: int | None = None,
+    default: Callable[[Any], Any] | None = None,
+) -> None:
+    """Write ``value`` to ``path`` atomically, as strict JSON (a NaN or infinity raises
+    ValueError before anything is written) with a newline at the end.
+
+    Args:
+        default: turns a value :mod:`json` cannot write into one it can (numpy numbers).
+    """
+    text = json.dumps(value, indent=indent, allow_nan=False, default=default)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")

@@ -7,8 +7,9 @@ writes, for every run of ``expected_runs(config)``:
 
 - ``eval/{dataset}/teacher/{teacher}.json`` and
   ``eval/{dataset}/{student}/{bands}/seed-{seed}.json``: evaluation files as in
-  docs/evaluation-format.md (schema version 1) on an 8 × 8 grid with the dataset's
-  ``out_steps`` lead times, one channel, the config's ``evaluate.band_cutoffs``;
+  docs/evaluation-format.md on an 8 × 8 grid with the dataset's ``out_steps`` lead
+  times, one channel, the config's ``evaluate.band_cutoffs``, and run identities that
+  all fit the config (:func:`_fake_identity`);
 - ``teachers/{dataset}/{teacher}/history.csv`` and
   ``students/{dataset}/{student}/{bands}/seed-{seed}/history.csv``: 5 epochs in the
   columns of the training engine (teachers: ``mse`` terms; students: ``gt`` and ``kd``).
@@ -28,10 +29,11 @@ from __future__ import annotations
 import copy
 import csv
 import fnmatch
+import hashlib
 import json
 import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ import numpy as np
 from helpers import experiment, file_dataset
 
 from sdkd.config import validate
-from sdkd.report.aggregate import expected_runs
+from sdkd.evaluate.format import SCHEMA_VERSION
+from sdkd.plan import expected_runs, run_id, run_identity, run_spec
 
 GRID = 8
 EPOCHS = 5
@@ -126,6 +129,45 @@ def make_fake_results(
         write_history(root / run["run_dir"] / "history.csv", history)
 
 
+def fake_sha256(*parts: Any) -> str:
+    """A made-up but stable sha256 hex digest, named by ``parts``."""
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def fake_weights(run: Mapping[str, Any]) -> str:
+    """The fake ``weights_sha256`` of a run."""
+    return fake_sha256("weights", run["dataset"], run["model"], run["bands"], run["seed"])
+
+
+def _fake_identity(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """``run_id``, ``identity`` and ``weights_sha256`` as ``sdkd evaluate`` copies them
+    from the checkpoint the training jobs wrote: the config's run spec, a fake data
+    fingerprint per dataset, a distilled student naming its teacher's fake weights."""
+    dataset = run["dataset"]
+    teacher = None
+    if run["role"] == "teacher":
+        spec = run_spec(config, dataset, "teacher")
+    else:
+        spec = run_spec(config, dataset, "student", run["model"], run["bands"], run["seed"])
+        if run["setting"] != "none":
+            teacher = fake_weights({"dataset": dataset, "model": config["models"]["teacher"],
+                                    "bands": None, "seed": int(config["seed"])})
+    identity = run_identity(spec, data=fake_sha256("data", dataset), teacher=teacher)
+    return {"run_id": run_id(identity), "identity": identity,
+            "weights_sha256": fake_weights(run)}
+
+
+def plant_identity(path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
+    """Apply ``change`` to the ``identity`` of the evaluation file at ``path`` and give the
+    file the ``run_id`` that names the new identity (as a real run of it would have);
+    return that run_id."""
+    doc = json.loads(path.read_text())
+    change(doc["identity"])
+    doc["run_id"] = run_id(doc["identity"])
+    path.write_text(json.dumps(doc))
+    return doc["run_id"]
+
+
 def mse_of(run: Mapping[str, Any], dataset_index: int) -> float:
     """The noiseless test MSE the fake gives a run."""
     teacher = 0.01 * (1 + dataset_index)
@@ -200,16 +242,20 @@ def fake_evaluation(
     latency = 0.2 + flops / 2e8
     seconds_per_epoch = 0.5 + parameters / 1e6
     mae = 0.8 * rmse
+    identity = _fake_identity(config, run)
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
         "role": run["role"],
         "model": run["model"],
         "family": run["family"], "size": run["size"],
         "bands": run["bands"], "setting": run["setting"],
         "seed": run["seed"],
+        "run_id": identity["run_id"],
+        "identity": identity["identity"],
         "checkpoint": checkpoint,
         "checkpoint_sha256": "0" * 64,
+        "weights_sha256": identity["weights_sha256"],
         "split": "test",
         "n_windows": 3, "in_steps": block["in_steps"], "out_steps": out_steps,
         "channels": ["u"], "grid": [GRID, GRID], "dt": 1.0,

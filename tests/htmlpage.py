@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from sdkd.report.html import fmt_metric
+from sdkd.report.fmt import fmt_metric
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}

@@ -11,7 +11,8 @@ from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
 
 from sdkd.errors import SdkdError
-from sdkd.report.aggregate import COLUMNS, aggregate, expected_runs, read_metrics
+from sdkd.plan import expected_runs
+from sdkd.report.aggregate import COLUMNS, aggregate, read_metrics
 
 NS, DR = "navier_stokes", "diffusion_reaction"
 
@@ -96,13 +97,17 @@ def test_rows_are_expected_runs(config, tmp_path):
     assert [(r.dataset, r.model, r.bands, r.seed) for r in frame.itertuples()] == [
         (r["dataset"], r["model"], r["bands"], r["seed"]) for r in runs]
     assert set(frame["status"]) == {"ok"}
-    assert frame[list(COLUMNS[10:-3])].notna().all().all()  # metrics and efficiency
+    numbers = COLUMNS[COLUMNS.index("mse"):COLUMNS.index("inference_device")]
+    assert frame[list(numbers)].notna().all().all()  # metrics and efficiency
+    assert frame["run_id"].str.fullmatch("[0-9a-f]{12}").all()
     assert summary["runs"] == {"expected": len(runs), "ok": len(runs), "missing": 0,
                                "invalid": 0}
+    assert summary["consistency"] == []
     # the csv round-trips
     table = read_metrics(tmp_path / "tables" / "metrics.csv")
     assert len(table) == len(frame)
     assert table["mse"].tolist() == pytest.approx(frame["mse"].tolist(), rel=1e-12)
+    assert table["run_id"].tolist() == frame["run_id"].tolist()
     assert table.loc[0, "bands"] is None and table.loc[1, "bands"] == "none"
     assert leftovers(tmp_path / "tables") == ["metrics.csv", "summary.json"]
     # the fake's ordering holds: teacher best, every distilled setting beats none
@@ -123,7 +128,7 @@ def test_statuses(config, tmp_path):
                                                  {"dataset": DR, "bands": "fitnet"}])
     root = tmp_path / "eval" / NS
     (root / "unet-s/low/seed-0.json").write_text('{"schema_version": 1, "metrics": ')
-    edit(root / "unet-s/high/seed-0.json", schema_version=2)
+    edit(root / "unet-s/high/seed-0.json", schema_version=1)
     edit(root / "unet-m/low/seed-0.json", dataset=DR)
     edit(root / "unet-m/high/seed-0.json", metrics={"ssim": None})
     edit(root / "unet-m/output/seed-0.json", efficiency={"parameters": 5})
@@ -138,14 +143,14 @@ def test_statuses(config, tmp_path):
     assert all(row(m, "fitnet", dataset=DR).status == "missing" for m in ("unet-s", "unet-m"))
     cases = {
         ("unet-s", "low"): "not valid JSON",
-        ("unet-s", "high"): "schema_version is 2, expected 1",
+        ("unet-s", "high"): "evaluation schema_version 1, expected 2; rerun sdkd evaluate",
         ("unet-m", "low"): "dataset is 'diffusion_reaction', expected 'navier_stokes'",
         ("unet-m", "high"): "metrics.ssim is None",
     }
     for (model, bands), message in cases.items():
         r = row(model, bands)
         assert r.status == "invalid" and message in r.note, r.note
-        assert math.isnan(r.mse)
+        assert math.isnan(r.mse) and r.run_id == ""
     # an ok run that lacks efficiency values keeps its metrics and says what is lacking
     out = row("unet-m", "output")
     assert out.status == "ok" and out.parameters == 5 and math.isnan(out.latency_ms)

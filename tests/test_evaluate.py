@@ -15,10 +15,17 @@ from helpers import experiment, file_dataset, leftovers
 from sdkd.config import validate
 from sdkd.data.preprocess import preprocess
 from sdkd.errors import SdkdError
-from sdkd.evaluate import SCHEMA_VERSION, evaluate_run, read_evaluation
-from sdkd.evaluate.run import REQUIRED_KEYS
+from sdkd.evaluate import format as evalfile
+from sdkd.evaluate.format import KEYS, METRICS, SCHEMA_VERSION, read_evaluation
+from sdkd.evaluate.run import evaluate_run
 from sdkd.models import build_from_spec
-from sdkd.train.checkpoint import load_checkpoint, save_checkpoint, sub_state_dict
+from sdkd.plan import run_id, run_spec
+from sdkd.train.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    sub_state_dict,
+    weights_sha256,
+)
 from sdkd.train.jobs import distill_student, train_teacher
 
 GRID = 16
@@ -91,9 +98,11 @@ def test_evaluation_file(runs, role):
     raw = json.loads(out.read_text())  # strict JSON: no NaN/Infinity tokens
     assert raw == returned
     evaluation = read_evaluation(out)
-    for block, keys in REQUIRED_KEYS.items():
-        where = evaluation[block] if block else evaluation
-        assert set(keys) <= set(where), block
+    assert set(evaluation) == set(KEYS) and set(evaluation["metrics"]) == set(METRICS)
+    for parse in (evalfile.per_lead_time, evalfile.spectrum,
+                  evalfile.band_errors, evalfile.sample):
+        assert parse(evaluation) is not None, parse.__name__
+    assert evalfile.efficiency(evaluation)[1] == []  # nothing lacking
     assert evaluation["schema_version"] == SCHEMA_VERSION
     assert evaluation["role"] == role and evaluation["dataset"] == "toy"
     assert evaluation["split"] == "test" and evaluation["grid"] == [GRID, GRID]
@@ -105,6 +114,12 @@ def test_evaluation_file(runs, role):
     run = runs[role]
     assert evaluation["checkpoint"] == str(run / "best.pt")
     assert len(evaluation["checkpoint_sha256"]) == 64
+    # the run identity is the checkpoint's; the weights hash is of the evaluated model
+    ckpt = load_checkpoint(run / "best.pt")
+    assert evaluation["identity"] == ckpt["identity"]
+    assert evaluation["run_id"] == ckpt["run_id"] == run_id(ckpt["identity"])
+    state = ckpt["model"] if role == "teacher" else sub_state_dict(ckpt["model"], "student")
+    assert evaluation["weights_sha256"] == weights_sha256(state)
     if role == "teacher":
         assert evaluation["model"] == "teacher-tiny"
         assert (evaluation["family"], evaluation["size"]) == ("teacher", "tiny")
@@ -167,7 +182,7 @@ def test_inference_timing_is_bounded(runs, monkeypatch):
     batch size the evaluation loop already ran skips its warm-up."""
     from sdkd.evaluate import run as evaluate_module
 
-    model, _, _ = evaluate_module.load_model(runs["teacher"] / "best.pt", {})
+    model = evaluate_module.load_model(runs["teacher"] / "best.pt", {}).model
     calls: list[int] = []
     model.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0]))
     frame = (1, GRID, GRID)
@@ -232,9 +247,21 @@ def test_read_evaluation_rejects_old_or_incomplete_files(runs, tmp_path):
     good = json.loads(runs["evaluations"]["student"][0].read_text())
     old = tmp_path / "old.json"
     old.write_text(json.dumps({**good, "schema_version": 0}))
-    with pytest.raises(SdkdError, match="evaluation schema_version 0, expected 1; rerun") as info:
+    with pytest.raises(SdkdError, match="evaluation schema_version 0, expected 2; rerun") as info:
         read_evaluation(old)
     assert str(old) in str(info.value)
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**good, "run_id": "0" * 12}))
+    with pytest.raises(SdkdError, match="run_id '000000000000' does not name its identity"):
+        read_evaluation(other)
+    other.write_text(json.dumps({**good, "identity": {"spec": {}}}))
+    with pytest.raises(SdkdError, match=r"identity\.inputs has no `data` fingerprint"):
+        read_evaluation(other)
+    expect = {"dataset": "toy", "role": "student", "model": "unet-s", "bands": "dual",
+              "setting": "dual", "seed": 4}
+    with pytest.raises(SdkdError, match=r"seed is 3, expected 4 \(the file belongs to another"):
+        read_evaluation(runs["evaluations"]["student"][0], expect)
 
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({k: v for k, v in good.items() if k != "spectrum"}))
@@ -272,5 +299,29 @@ def test_non_finite_predictions(runs, tmp_path):
     save_checkpoint(tmp_path / "nan.pt", {**ckpt, "model": state})
     with pytest.raises(SdkdError, match="predicts NaN or Inf"):
         evaluate_run(runs["config"], "toy", runs["data"], tmp_path / "nan.pt",
+                     tmp_path / "e.json", device="cpu")
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_a_student_names_the_teacher_it_was_distilled_from(runs):
+    teacher = read_evaluation(runs["evaluations"]["teacher"][0])
+    student = read_evaluation(runs["evaluations"]["student"][0])
+    assert student["identity"]["inputs"]["teacher"] == teacher["weights_sha256"]
+    assert student["identity"]["spec"] == run_spec(runs["config"], "toy", "student", "unet-s",
+                                                   "dual", 3)
+    assert teacher["identity"]["inputs"]["teacher"] is None
+
+
+def test_checkpoint_without_a_run_identity(runs, tmp_path):
+    ckpt = load_checkpoint(runs["teacher"] / "best.pt")
+    old = {k: v for k, v in ckpt.items() if k not in ("identity", "run_id")}
+    save_checkpoint(tmp_path / "old.pt", old)
+    with pytest.raises(SdkdError, match="written by an older sdkd; train it again") as info:
+        evaluate_run(runs["config"], "toy", runs["data"], tmp_path / "old.pt",
+                     tmp_path / "e.json", device="cpu")
+    assert str(tmp_path / "old.pt") in str(info.value)
+    save_checkpoint(tmp_path / "forged.pt", {**ckpt, "run_id": "0" * 12})
+    with pytest.raises(SdkdError, match="run_id '000000000000' does not name its identity"):
+        evaluate_run(runs["config"], "toy", runs["data"], tmp_path / "forged.pt",
                      tmp_path / "e.json", device="cpu")
     assert not (tmp_path / "e.json").exists()

@@ -12,7 +12,7 @@ from fake_results import make_fake_results, tiny_config
 from sdkd.errors import SdkdError
 from sdkd.report.aggregate import aggregate, read_metrics
 from sdkd.report.figures import make_figures
-from sdkd.report.html import fmt_metric
+from sdkd.report.fmt import fmt_metric
 from sdkd.report.readme import END, START, stage_times, update_readme
 
 BENCHMARKS = {  # rule path → (job seconds, end time in seconds after t0)

@@ -24,23 +24,25 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from fake_results import make_fake_results, subset_config, tiny_config
+from fake_results import (
+    fake_sha256,
+    make_fake_results,
+    plant_identity,
+    subset_config,
+    tiny_config,
+)
 from helpers import leftovers
 from htmlpage import Page, assert_summary_matches
 
 from sdkd.config import validate
 from sdkd.data.preprocess import preprocess
 from sdkd.errors import SdkdError
+from sdkd.evaluate.format import band_labels
 from sdkd.report.aggregate import aggregate, read_metrics
 from sdkd.report.figures import MANIFEST, make_figures
-from sdkd.report.html import (
-    band_labels,
-    fmt_metric,
-    fmt_pct,
-    git_commit,
-    package_versions,
-    render_report,
-)
+from sdkd.report.fmt import fmt_metric, fmt_pct
+from sdkd.report.html import render_report
+from sdkd.report.provenance import git_commit, package_versions
 
 NS, DR = "navier_stokes", "diffusion_reaction"
 STUDENT = "unet-s"
@@ -276,6 +278,57 @@ def test_git_commit(tmp_path):
     assert here == "unknown" or len(here.split()[0]) == 40
 
 
+def rerender(built, eval_root: Path, tmp_path: Path) -> Page:
+    """The page of an edited copy ``eval_root`` of the built evaluation files (aggregated
+    again; the built figures, no data files), checked to parse."""
+    tables = tmp_path / "tables"
+    aggregate(built.config, eval_root, tables / "metrics.csv", tables / "summary.json")
+    out = render_report(built.config, metrics_csv=tables / "metrics.csv",
+                        summary_json=tables / "summary.json",
+                        figures_dir=built.inputs["figures_dir"], data_files=[],
+                        out=tmp_path / "report.html")
+    page = Page(out.read_text(encoding="utf-8"))
+    assert page.errors == []
+    return page
+
+
+def test_runs_that_do_not_belong_together_are_warned_about(built, tmp_path):
+    """Planted: a student of another config (with markup in the change, which must stay
+    text), one distilled from another teacher, one trained on other data. The page gets
+    a warning section before the summary listing exactly those; the consistent page has
+    none (test_page_parses_and_has_every_section)."""
+    eval_root = tmp_path / "eval"
+    shutil.copytree(built.results / "eval", eval_root)
+    plants = {  # run → (its evaluation file, a change of its identity)
+        f"{NS}/{STUDENT}/none/seed-1": (
+            f"{NS}/{STUDENT}/none/seed-1.json",
+            lambda i: i["spec"].update(model="<b>unet-x</b>")),
+        f"{NS}/{STUDENT}/dual/seed-0": (
+            f"{NS}/{STUDENT}/dual/seed-0.json",
+            lambda i: i["inputs"].update(teacher=fake_sha256("t2"))),
+        f"{DR}/teacher-tiny": (
+            f"{DR}/teacher/teacher-tiny.json",
+            lambda i: i["inputs"].update(data=fake_sha256("data", "v2"))),
+    }
+    ids = {label: plant_identity(eval_root / name, change)
+           for label, (name, change) in plants.items()}
+    page = rerender(built, eval_root, tmp_path)
+    sections = [attrs.get("id") for tag, attrs in page.tags if tag == "section"]
+    assert sections[:2] == ["consistency", "summary"]
+    assert ("a", {"href": "#consistency"}) in page.tags
+    text = page.text_of("consistency")
+    for label, run in ids.items():
+        assert label in text and f"run id {run}" in text, label
+    assert text.count("(run id ") == len(plants)
+    assert ('trained with another config (run → this config): spec.model: "<b>unet-x</b>" '
+            '→ "unet-s"') in text
+    assert not [tag for tag, _ in page.tags if tag == "b"]  # escaped, not markup
+    assert "distilled from another teacher" in text and "trained on other data" in text
+    # the affected runs still count: the metrics tables list them as ok
+    rows = page.rows(f"T_metrics-{NS}")
+    assert all(r["status"] == "ok" for r in rows if r["bands"] == "none")
+
+
 def test_an_honest_negative_verdict(built, tmp_path):
     """When every distilled setting is worse than the plain student, the verdict says so."""
     eval_root = tmp_path / "eval"
@@ -286,14 +339,7 @@ def test_an_honest_negative_verdict(built, tmp_path):
         doc = json.loads(path.read_text())
         doc["metrics"]["mse"] *= 4
         path.write_text(json.dumps(doc))
-    tables = tmp_path / "tables"
-    aggregate(built.config, eval_root, tables / "metrics.csv", tables / "summary.json")
-    out = render_report(built.config, metrics_csv=tables / "metrics.csv",
-                        summary_json=tables / "summary.json",
-                        figures_dir=built.inputs["figures_dir"], data_files=[],
-                        out=tmp_path / "report.html")
-    page = Page(out.read_text())
-    assert page.errors == []
+    page = rerender(built, eval_root, tmp_path)
     (tone, text), = [v for v in page.verdicts[NS] if v[1].startswith(STUDENT)]
     assert tone == "bad"
     assert "distillation does not help" in text and "raises the test MSE by" in text
@@ -403,6 +449,7 @@ def _console_problems(stderr: str) -> list[str]:
             if ":CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]
 
 
+@pytest.mark.workflow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install "
                                                    "chromium)")
 def test_chromium_renders_the_page(built, tmp_path):

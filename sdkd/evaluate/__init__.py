@@ -1,23 +1,10 @@
 """Test-split evaluation of trained runs: metrics, spectra and the evaluation file.
 
-    evaluate_run(config, dataset, data_path, run_dir_or_checkpoint, out_path)  # writes JSON
-    read_evaluation(path)                                                    # reads it back
+    from sdkd.evaluate.run import evaluate_run          # writes the JSON (needs torch)
+    from sdkd.evaluate.format import read_evaluation    # reads it back (no torch)
 
-``metrics`` holds the streaming error accumulators, ``spectra`` the radial energy
-spectra, ``run`` the job itself. The file layout is docs/evaluation-format.md.
+``format`` owns the file (docs/evaluation-format.md): its writer, the whole-file check
+and one parser per section; ``metrics`` holds the streaming error accumulators,
+``spectra`` the radial energy spectra, ``run`` the job itself. Nothing is imported
+here, so that the report can read evaluation files without importing torch.
 """
-
-from sdkd.evaluate.metrics import ForecastMetrics, psnr, ssim_frames
-from sdkd.evaluate.run import SCHEMA_VERSION, evaluate_run, read_evaluation
-from sdkd.evaluate.spectra import SpectrumAccumulator, radial_spectrum
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "ForecastMetrics",
-    "SpectrumAccumulator",
-    "evaluate_run",
-    "psnr",
-    "radial_spectrum",
-    "read_evaluation",
-    "ssim_frames",
-]

@@ -1,40 +1,41 @@
 """Evaluate one trained run (teacher or student) on the test split; write its JSON file.
 
-    from sdkd.evaluate import evaluate_run, read_evaluation
+    from sdkd.evaluate.run import evaluate_run
 
     evaluate_run(config, "navier_stokes", "results/data/navier_stokes.h5",
                  "results/students/navier_stokes/unet-s/dual/seed-0", "eval.json")
-    evaluation = read_evaluation("eval.json")   # checked against the schema version
 
-The file's layout is the contract of ``docs/evaluation-format.md`` (:data:`SCHEMA_VERSION`).
+The file's layout is the contract of ``docs/evaluation-format.md``, owned by
+:mod:`sdkd.evaluate.format` (which also reads it back).
 The test split is streamed in batches of ``config["evaluate"]["batch_size"]`` windows:
 only running sums are kept (see :mod:`sdkd.evaluate.metrics`), so memory does not grow
 with the test set.
 
-Steps: (1) read the dataset header, load the checkpoint and check its ``meta`` against
-the dataset (name, channels, T_in, T_out, grid); (2) compute ``data_range`` = max − min
-of the test split in physical units, one trajectory at a time; (3) predict every test
+Steps: (1) read the dataset header, load the checkpoint, check its ``meta`` against the
+dataset (name, channels, T_in, T_out, grid) and take its run identity (``run_id``,
+``identity``) and the sha256 of its weights; (2) compute ``data_range`` = max − min of
+the test split in physical units, one trajectory at a time; (3) predict every test
 window, de-normalise prediction and truth with the train statistics and accumulate every
 metric, the band errors and the spectra; (4) measure the model's cost (parameters, FLOPs,
 latency at batch 1 and throughput at the evaluation batch size: medians of up to
 :data:`TIMING_REPEATS` timed runs, fewer once they took :data:`TIMING_BUDGET_S`, after
 :data:`TIMING_WARMUP` warm-up run, on the evaluation device; a batch size that the
 evaluation loop has just run needs no warm-up run) and read the training cost from the
-run's ``history.csv`` (nulls when it is absent); (5) write the JSON atomically.
-Non-finite numbers (PSNR of a perfect forecast, SSIM on grids under 11 px) are written
-as ``null``: the file is strict JSON.
+run's ``history.csv`` (nulls when it is absent); (5) write the JSON atomically
+(:func:`sdkd.evaluate.format.write_evaluation`: non-finite numbers, the PSNR of a perfect
+forecast or the SSIM on grids under 11 px, become ``null``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
 import statistics
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +46,25 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import sdkd
-from sdkd.atomic import atomic_path
 from sdkd.checksum import sha256sum
 from sdkd.data.dataset import ForecastWindows
 from sdkd.distill.bands import SpectralBands
 from sdkd.errors import SdkdError
+from sdkd.evaluate.format import (
+    DATA_RANGE_DEFINITION,
+    SCHEMA_VERSION,
+    identity_problem,
+    write_evaluation,
+)
 from sdkd.evaluate.metrics import ForecastMetrics
 from sdkd.evaluate.spectra import SpectrumAccumulator
-from sdkd.jsonfile import read_json
 from sdkd.models import build_from_spec, count_parameters, flops_per_sample
 from sdkd.models.base import ForecastModel
-from sdkd.train.checkpoint import load_checkpoint, sub_state_dict
+from sdkd.train.checkpoint import load_checkpoint, sub_state_dict, weights_sha256
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Version of the evaluation file layout; bump it with docs/evaluation-format.md."""
-
 SPLIT = "test"
-DATA_RANGE_DEFINITION = "max − min over the test split, all frames and channels"
 TIMING_WARMUP = 1
 TIMING_REPEATS = 5
 TIMING_BUDGET_S = 0.5
@@ -72,22 +73,6 @@ all; at least one. So the two cost about 1 s beyond their warm-ups, unless one f
 alone is longer (a big model on a CPU, e.g. teacher-small at batch 16 on 2 cores: ~2 s),
 which is then timed once. (It was 10 s, which on a CPU made the timing most of an
 evaluation's time.)"""
-
-# Keys every evaluation file has (nested blocks: their own keys).
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("schema_version", "dataset", "role", "model", "family", "size", "bands", "setting",
-         "seed", "checkpoint", "checkpoint_sha256", "split", "n_windows", "in_steps",
-         "out_steps", "channels", "grid", "dt", "data_range", "data_range_definition",
-         "metrics", "per_lead_time", "band_errors", "spectrum", "sample", "efficiency",
-         "evaluation_seconds", "created_with"),
-    "metrics": ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr"),
-    "per_lead_time": ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr"),
-    "band_errors": ("cutoffs", "mse", "truth_energy"),
-    "spectrum": ("k", "prediction", "truth", "error"),
-    "sample": ("window", "channel", "lead_times", "truth", "prediction"),
-    "efficiency": ("parameters", "flops_per_sample", "inference", "training"),
-}
-
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -158,10 +143,27 @@ def data_range(path: str | os.PathLike[str], split: str = SPLIT) -> float:
     return hi - lo
 
 
-def load_model(
-    path: Path, expect: Mapping[str, Any]
-) -> tuple[ForecastModel, dict[str, Any], dict[str, Any]]:
-    """(model in eval mode, meta, training config) of a teacher or student checkpoint."""
+@dataclass(frozen=True)
+class TrainedRun:
+    """What an evaluation takes from a checkpoint: the model (eval mode), its ``meta``
+    and training ``config``, the run identity (``run_id``, ``identity``) and the sha256
+    of the model's weights (:func:`sdkd.train.checkpoint.weights_sha256`)."""
+
+    model: ForecastModel
+    meta: dict[str, Any]
+    config: dict[str, Any]
+    run_id: str
+    identity: dict[str, Any]
+    weights_sha256: str
+
+
+def load_model(path: Path, expect: Mapping[str, Any]) -> TrainedRun:
+    """The model and run identity of a teacher or student checkpoint.
+
+    Raises:
+        SdkdError: naming ``path``, for a checkpoint of another run shape (``expect``),
+            without a sound run identity, or whose weights do not fit its model.
+    """
     ckpt = load_checkpoint(path, expect=expect, what="checkpoint")
     meta = ckpt.get("meta") or {}
     role = meta.get("role")
@@ -172,6 +174,14 @@ def load_model(
         )
     if "model" not in meta:
         raise SdkdError(f"checkpoint {path}: meta has no model spec")
+    if "identity" not in ckpt or "run_id" not in ckpt:
+        raise SdkdError(
+            f"checkpoint {path}: has no run identity, so it was written by an older sdkd; "
+            "train it again"
+        )
+    problem = identity_problem(ckpt["identity"], ckpt["run_id"])
+    if problem is not None:
+        raise SdkdError(f"checkpoint {path}: {problem}; train it again")
     model = build_from_spec(meta["model"])
     state = ckpt["model"] if role == "teacher" else sub_state_dict(ckpt["model"], "student")
     try:
@@ -183,7 +193,8 @@ def load_model(
             f"({detail})"
         ) from None
     model.eval().requires_grad_(False)
-    return model, meta, dict(ckpt.get("config") or {})
+    return TrainedRun(model, meta, dict(ckpt.get("config") or {}), ckpt["run_id"],
+                      dict(ckpt["identity"]), weights_sha256(model.state_dict()))
 
 
 def training_cost(run_dir: Path) -> dict[str, Any]:
@@ -266,17 +277,6 @@ def inference_cost(
     }
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(v) for v in value]
-    return value
-
-
 def _field(t: torch.Tensor) -> list[list[float]]:
     """An (H, W) frame as nested lists, 7 significant digits (float32 precision)."""
     return [[float(f"{v:.7g}") for v in row] for row in t.detach().cpu().tolist()]
@@ -317,7 +317,8 @@ def evaluate_run(
     channels, height, width = test.frame_shape
     expect = {"dataset": dataset, "channels": channels, "in_steps": test.in_steps,
               "out_steps": test.out_steps, "grid": [height, width]}
-    model, meta, train_config = load_model(ckpt_path, expect)
+    trained = load_model(ckpt_path, expect)
+    model, meta = trained.model, trained.meta
     name = meta["model"]["name"]
     family, size = name.rsplit("-", 1)
 
@@ -377,7 +378,7 @@ def evaluate_run(
     }
     seed = meta.get("seed")
     if seed is None:
-        seed = train_config.get("seed")
+        seed = trained.config.get("seed")
     result = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
@@ -388,8 +389,11 @@ def evaluate_run(
         "bands": meta.get("bands") if meta["role"] == "student" else None,
         "setting": meta.get("setting") if meta["role"] == "student" else None,
         "seed": seed,
+        "run_id": trained.run_id,
+        "identity": trained.identity,
         "checkpoint": str(ckpt_path),
         "checkpoint_sha256": sha256sum(ckpt_path),
+        "weights_sha256": trained.weights_sha256,
         "split": SPLIT,
         "n_windows": len(test),
         "in_steps": test.in_steps,
@@ -407,37 +411,7 @@ def evaluate_run(
         "created_with": f"sdkd {sdkd.__version__}",
     }
     result["evaluation_seconds"] = time.perf_counter() - started
-    result = strict_json(result)
-    with atomic_path(out_path) as tmp:
-        tmp.write_text(json.dumps(result, allow_nan=False) + "\n")
+    result = write_evaluation(out_path, result)
     log.info("%s: mse %.4g, ssim %s, %.1fs → %s", name, result["metrics"]["mse"],
              result["metrics"]["ssim"], result["evaluation_seconds"], out_path)
     return result
-
-
-def read_evaluation(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an evaluation file, checking its schema version and that every key is there."""
-    path = Path(path)
-    data = read_json(path, what="evaluation file", hint="run sdkd evaluate")
-    if not isinstance(data, dict):
-        raise SdkdError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise SdkdError(
-            f"{path}: evaluation schema_version {version}, expected {SCHEMA_VERSION}; "
-            "rerun sdkd evaluate"
-        )
-    for block, keys in REQUIRED_KEYS.items():
-        where = data if not block else data.get(block)
-        if block and where is None and block == "band_errors":
-            continue  # absent only when no band cutoffs were asked for
-        if not isinstance(where, dict):
-            raise SdkdError(f"{path}: evaluation file lacks the {block!r} block")
-        missing = [k for k in keys if k not in where]
-        if missing:
-            prefix = f"{block}." if block else ""
-            raise SdkdError(
-                f"{path}: evaluation file lacks key(s) "
-                f"{', '.join(prefix + k for k in missing)}; rerun sdkd evaluate"
-            )
-    return data

@@ -1,7 +1,7 @@
 """Collect the evaluation file of every run the config asks for into one table.
 
-Inputs are the JSON files of ``sdkd evaluate`` (docs/evaluation-format.md, schema
-version 1), read here with :mod:`json` only::
+Inputs are the JSON files of ``sdkd evaluate`` (docs/evaluation-format.md), read through
+:mod:`sdkd.evaluate.format`::
 
     {eval_root}/{dataset}/teacher/{teacher}.json
     {eval_root}/{dataset}/{student}/{bands}/seed-{seed}.json
@@ -19,9 +19,12 @@ see :func:`sdkd.plan.expected_runs`), whether or not its file exists. Columns
   at its last ``-``; ``bands`` is the ``{bands}`` key, ``setting`` its method (they
   differ for variants such as ``dual_c8``); both are empty for the teacher, whose
   seed is the config's top-level ``seed``.
-- ``status``: ``ok``; ``missing`` (the file does not exist); ``invalid`` (it exists
-  but cannot be read, is not JSON, has another ``schema_version``, belongs to another
-  run, or lacks a finite ``metrics`` value).
+- ``run_id``: the file's ``run_id``, the name of the run's identity (what it was
+  trained from: :func:`sdkd.plan.run_id`); empty unless ``ok``.
+- ``status``: ``ok``; ``missing`` (the file does not exist); ``invalid`` (it fails
+  :func:`sdkd.evaluate.format.read_evaluation`: it cannot be read, is not JSON, has
+  another ``schema_version``, lacks a key or a sound run identity, or belongs to another
+  run; or it lacks a finite ``metrics`` value).
 - ``note``: why a run is missing or invalid; for ``ok`` runs, the efficiency values
   the file lacked (they are left empty, the run stays ``ok``); otherwise empty.
 - ``mse, mae, rmse, rel_l2, ssim, psnr``: ``metrics`` of the file (test split,
@@ -38,8 +41,9 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
 (never ``null`` or ``NaN``)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "runs": {"expected": int, "ok": int, "missing": int, "invalid": int},
+      "consistency": [{"dataset", "run", "run_id", "check", "message"}, ...],
       "datasets": {
         "<dataset>": {
           "teacher": {"mse": float, "mae": float, "ssim": float},
@@ -54,6 +58,10 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
       }
     }
 
+- ``consistency``: the runs that do not belong with the others, one entry per
+  problem (:meth:`sdkd.report.results.Results.findings`: ``check`` is ``config``,
+  ``teacher`` or ``data``, ``message`` says what differs); empty when all is consistent.
+  Schema version 2 added it.
 - ``teacher``: the teacher's test ``mse``, ``mae``, ``ssim`` (absent if its run is
   not ``ok``).
 - ``<stats>`` of one band setting of one student, over its ``ok`` seeds:
@@ -61,11 +69,12 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
   ``ok``; ``mse_std``, ``mae_std``: the spread, sample standard deviation over seeds
   (ddof = 1), present only with more than one seed.
 - ``none``: the baseline, the student trained on the ground truth alone: the key
-  ``none``, or else the first key whose method is ``none``, among the dataset's runs
-  (datasets may run different band settings).
+  ``none``, or else the first key whose method is ``none``, among the dataset's band
+  settings (datasets may run different ones; :func:`sdkd.report.results.none_key`).
 - ``settings``: every other key (method ``low``, ``high``, ``dual``, ``multi``,
   ``output``, ``fitnet``, or a variant) with at least one ``ok`` seed.
-- ``best``: the entry of ``settings`` with the lowest mean MSE; ``bands`` names it.
+- ``best``: the entry of ``settings`` with the lowest mean MSE
+  (:meth:`sdkd.report.results.Results.best`); ``bands`` names it.
 - ``<gain>`` (needs ``none``): ``mse_change_pct`` = 100 · (distilled − none) / none
   on the mean MSEs, negative = better than the plain student (the paper's "MSE
   −81.3 %"); ``mae_change_pct`` the same on MAE; ``ssim_change`` = distilled − none
@@ -77,9 +86,8 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,141 +96,44 @@ import pandas as pd
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
-from sdkd.jsonfile import read_json
+from sdkd.evaluate.format import (
+    DEVICES,
+    EFFICIENCY,
+    METRICS,
+    InvalidEvaluation,
+    efficiency,
+    metrics,
+    read_evaluation,
+)
+from sdkd.jsonfile import write_json
 from sdkd.plan import expected_runs
-from sdkd.plan import split_name as split_name  # re-exported: the run grid lives in sdkd.plan
+from sdkd.report.results import Results
 
-SCHEMA_VERSION = 1
-
-METRICS = ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr")
-
-# CSV column → where its value lives in the evaluation file.
-EFFICIENCY: dict[str, tuple[str, ...]] = {
-    "parameters": ("efficiency", "parameters"),
-    "flops_per_sample": ("efficiency", "flops_per_sample"),
-    "latency_ms": ("efficiency", "inference", "latency_ms"),
-    "samples_per_s": ("efficiency", "inference", "samples_per_s"),
-    "train_seconds": ("efficiency", "training", "seconds"),
-    "seconds_per_epoch": ("efficiency", "training", "seconds_per_epoch"),
-    "peak_memory_mb": ("efficiency", "training", "peak_memory_mb"),
-}
-DEVICES: dict[str, tuple[str, ...]] = {
-    "inference_device": ("efficiency", "inference", "device"),
-    "train_device": ("efficiency", "training", "device"),
-}
+SCHEMA_VERSION = 2
+"""Version of summary.json; 2 added ``consistency``."""
 
 ID_COLUMNS = ("dataset", "role", "model", "family", "size", "bands", "setting", "seed")
-COLUMNS = (*ID_COLUMNS, "status", "note", *METRICS, *EFFICIENCY, *DEVICES, "eval_path")
+COLUMNS = (*ID_COLUMNS, "run_id", "status", "note", *METRICS, *EFFICIENCY, *DEVICES,
+           "eval_path")
 STATUSES = ("ok", "missing", "invalid")
-
-
-class InvalidEvaluation(SdkdError):
-    """An evaluation file that exists but cannot be used (the message says why)."""
-
-
-# ---- expected runs (sdkd.plan: expected_runs, split_name) -------------------------------
-
-
-def run_label(run: Mapping[str, Any]) -> str:
-    """Short name of a run: ``dataset/teacher-small`` or ``dataset/unet-s/dual/seed-0``."""
-    if run["role"] == "teacher":
-        return f"{run['dataset']}/{run['model']}"
-    return f"{run['dataset']}/{run['model']}/{run['bands']}/seed-{run['seed']}"
-
-
-# ---- reading one evaluation file --------------------------------------------------------
-
-
-def _finite_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _dig(doc: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    for key in keys:
-        if not isinstance(doc, Mapping) or key not in doc:
-            return None
-        doc = doc[key]
-    return doc
-
-
-def load_evaluation(path: str | Path, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read and check one evaluation file.
-
-    Checks: readable JSON object, ``schema_version == 1``, identity as in ``expect``
-    (an :func:`expected_runs` entry: dataset, role, model, and for students the setting,
-    seed and ``bands`` key when the file gives it as a string), and six finite
-    ``metrics``. The other sections are checked where they are used.
-
-    Raises:
-        InvalidEvaluation: naming ``path`` and what is wrong.
-    """
-    path = Path(path)
-    doc = read_json(path, what="evaluation file", error=InvalidEvaluation)
-    if not isinstance(doc, dict):
-        raise InvalidEvaluation(f"{path}: expected a JSON object, got {type(doc).__name__}")
-    version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise InvalidEvaluation(
-            f"{path}: schema_version is {version!r}, expected {SCHEMA_VERSION}"
-        )
-    if expect is not None:
-        _check_identity(path, doc, expect)
-    metrics = doc.get("metrics")
-    if not isinstance(metrics, dict):
-        raise InvalidEvaluation(f"{path}: no `metrics` object")
-    for name in METRICS:
-        if not _finite_number(metrics.get(name)):
-            got = "missing" if name not in metrics else f"{metrics[name]!r}"
-            raise InvalidEvaluation(f"{path}: metrics.{name} is {got}, expected a finite number")
-    return doc
-
-
-def _check_identity(path: Path, doc: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
-    keys = ["dataset", "role", "model"]
-    if expect["role"] == "student":
-        keys += ["bands", "setting", "seed"]
-    for key in keys:
-        if doc.get(key) != expect[key]:
-            raise InvalidEvaluation(
-                f"{path}: {key} is {doc.get(key)!r}, expected {expect[key]!r} "
-                "(the file belongs to another run)"
-            )
-
-
-def band_errors(doc: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The per-band error section (``band_errors``) of an evaluation file, or ``None``."""
-    section = doc.get("band_errors")
-    return section if isinstance(section, dict) else None
 
 
 def _row(run: Mapping[str, Any], eval_root: Path) -> dict[str, Any]:
     path = eval_root / run["eval_file"]
     row: dict[str, Any] = {c: run[c] for c in ID_COLUMNS}
-    row |= {"note": "", "eval_path": str(path)}
+    row |= {"run_id": "", "note": "", "eval_path": str(path)}
     row |= {c: math.nan for c in (*METRICS, *EFFICIENCY)}
     row |= {c: None for c in DEVICES}
     if not path.exists():
         return row | {"status": "missing", "note": f"{path} does not exist"}
     try:
-        doc = load_evaluation(path, run)
+        doc = read_evaluation(path, run)
+        scores = metrics(doc, path)
     except InvalidEvaluation as exc:
         return row | {"status": "invalid", "note": str(exc)}
-    row["status"] = "ok"
-    row |= {name: float(doc["metrics"][name]) for name in METRICS}
-    lacking = []
-    for column, keys in EFFICIENCY.items():
-        value = _dig(doc, keys)
-        if _finite_number(value):
-            row[column] = float(value)
-        else:
-            lacking.append(".".join(keys))
-    for column, keys in DEVICES.items():
-        value = _dig(doc, keys)
-        if isinstance(value, str):
-            row[column] = value
-        else:
-            lacking.append(".".join(keys))
+    costs, lacking = efficiency(doc)
+    row |= {"status": "ok", "run_id": doc["run_id"], **scores}
+    row |= {name: value for name, value in costs.items() if value is not None}
     if lacking:
         row["note"] = "no finite value for " + ", ".join(lacking)
     return row
@@ -272,7 +183,7 @@ def aggregate(
     expected evaluation files (nothing is written then).
     """
     frame = collect(config, eval_root)
-    summary = summarize(frame)
+    summary = summarize(Results(config, frame))
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
     write_summary(summary, out_summary)
@@ -307,51 +218,28 @@ def gain(distilled: Mapping[str, float], none: Mapping[str, float] | None,
     return out
 
 
-def baseline_key(frame: pd.DataFrame) -> str | None:
-    """The ``{bands}`` key of the plain student among the student rows of ``frame``."""
-    students = frame[frame["role"] == "student"]
-    keys = list(dict.fromkeys(students.loc[students["setting"] == "none", "bands"]))
-    if "none" in keys:
-        return "none"
-    return keys[0] if keys else None
-
-
-def best_settings(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(dataset, student) → the distilled ``{bands}`` key with the lowest mean MSE (ok runs)."""
-    ok = frame[(frame["status"] == "ok") & (frame["role"] == "student")
-               & (frame["setting"] != "none")]
-    means = ok.groupby(["dataset", "model", "bands"], sort=False)["mse"].mean()
-    best: dict[tuple[str, str], str] = {}
-    for (dataset, model, bands), value in means.items():
-        current = best.get((dataset, model))
-        if current is None or value < means[(dataset, model, current)]:
-            best[(dataset, model)] = bands
-    return best
-
-
-def summarize(frame: pd.DataFrame) -> dict[str, Any]:
-    """The summary.json object of a metrics table (see the module docstring)."""
+def summarize(results: Results) -> dict[str, Any]:
+    """The summary.json object of the results of a config (see the module docstring)."""
+    frame = results.frame
     counts = frame["status"].value_counts()
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "runs": {"expected": len(frame), **{s: int(counts.get(s, 0)) for s in STATUSES}},
+        "consistency": [finding.as_dict() for finding in results.findings()],
         "datasets": {},
     }
-    ok = frame[frame["status"] == "ok"]
-    for dataset in dict.fromkeys(frame["dataset"]):
+    for dataset in results.config["datasets"]:
         # per dataset: a dataset may run only some settings, its own baseline among them
-        none_key = baseline_key(frame[frame["dataset"] == dataset])
-        rows = ok[ok["dataset"] == dataset]
+        none_key = results.none_key(dataset)
         entry: dict[str, Any] = {}
-        teacher_rows = rows[rows["role"] == "teacher"]
+        teacher_rows = results.runs(dataset, "teacher", ok=True)
         teacher = None
         if len(teacher_rows):
             teacher = {m: float(teacher_rows[m].mean()) for m in ("mse", "mae", "ssim")}
             entry["teacher"] = teacher
         students: dict[str, Any] = {}
-        all_students = frame[(frame["dataset"] == dataset) & (frame["role"] == "student")]
-        for model in dict.fromkeys(all_students["model"]):
-            mine = rows[(rows["role"] == "student") & (rows["model"] == model)]
+        for model in results.students_of(dataset):
+            mine = results.runs(dataset, "student", model, ok=True)
             block: dict[str, Any] = {}
             none = None
             if none_key is not None and (mine["bands"] == none_key).any():
@@ -361,8 +249,8 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
             for key, group in mine[mine["setting"] != "none"].groupby("bands", sort=False):
                 stats = _stats(group)
                 settings[key] = stats | gain(stats, none, teacher)
-            if settings:
-                best = min(settings, key=lambda k: settings[k]["mse"])
+            best = results.best(dataset, model)
+            if best is not None:
                 block["best"] = {"bands": best, **settings[best]}
                 block["settings"] = settings
             students[model] = block
@@ -373,9 +261,7 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
 
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:
     """Write ``summary`` as JSON atomically (no NaN or Infinity: strict JSON)."""
-    text = json.dumps(summary, indent=2, allow_nan=False, default=_plain)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n")
+    write_json(path, summary, indent=2, default=_plain)
 
 
 def _plain(value: Any) -> Any:
@@ -390,8 +276,10 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read a metrics.csv written by :func:`aggregate` (teacher ``bands`` → ``None``)."""
     path = Path(path)
     try:
+        # run ids are hex: read as text, or one of digits only loses its leading zeros
         frame = pd.read_csv(path, dtype={"bands": "object", "setting": "object",
-                                         "note": "object", "inference_device": "object",
+                                         "run_id": "object", "note": "object",
+                                         "inference_device": "object",
                                          "train_device": "object"})
     except FileNotFoundError:
         raise SdkdError(f"{path}: metrics table not found; run `sdkd aggregate` first") from None
@@ -403,7 +291,8 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
             f"{path}: not a metrics table of `sdkd aggregate` (no {', '.join(lacking)})"
         )
     frame = _none_for_teacher(frame)
-    frame["note"] = frame["note"].astype(object).fillna("")
+    for column in ("run_id", "note"):
+        frame[column] = frame[column].astype(object).fillna("")
     bad = sorted(set(frame["status"]) - set(STATUSES))
     if bad:
         raise SdkdError(f"{path}: unknown status {bad[0]!r} (expected {', '.join(STATUSES)})")

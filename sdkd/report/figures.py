@@ -1,8 +1,9 @@
 """The report's figures: PNG files and a ``figures.json`` manifest.
 
 :func:`make_figures` reads the metrics table of :mod:`sdkd.report.aggregate`, the
-evaluation files (docs/evaluation-format.md) and the training histories, and writes
-into ``out_dir`` (file names depend on the config only, see :func:`figure_files`):
+evaluation files (docs/evaluation-format.md) and the training histories, all through
+:class:`sdkd.report.results.Results`, and only draws; it writes into ``out_dir`` (file
+names depend on the config only, see :func:`figure_files`):
 
 ===============================  ===========  ==============================================
 file                             kind         what it shows
@@ -35,12 +36,10 @@ atomically; the manifest is a JSON list of ``{"file", "dataset", "kind", "title"
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +55,11 @@ from matplotlib import ticker
 from matplotlib.lines import Line2D
 
 from sdkd.atomic import atomic_path
-from sdkd.plan import (
-    MANIFEST,
-    dataset_settings,
-    dataset_students,
-    figure_files,
-    figure_plan,
-)
-from sdkd.report.aggregate import (
-    InvalidEvaluation,
-    band_errors,
-    expected_runs,
-    load_evaluation,
-    read_metrics,
-    run_label,
-)
+from sdkd.evaluate.format import Sample, Spectrum, band_labels, per_lead_time, sample, spectrum
+from sdkd.jsonfile import write_json
+from sdkd.plan import MANIFEST, figure_files, figure_plan
+from sdkd.report.aggregate import read_metrics
+from sdkd.report.results import Results, none_key, run_label
 
 DPI = 110
 TEACHER_COLOUR = "#000000"
@@ -104,90 +93,6 @@ class _NoData(Exception):
     """A figure has nothing to draw; the message says what is missing."""
 
 
-# ---- data access ------------------------------------------------------------------------
-
-
-class _Results:
-    """The expected runs with their status, metrics, evaluation files and histories."""
-
-    def __init__(self, config: Mapping[str, Any], table: pd.DataFrame, eval_root: Path,
-                 runs_root: Path) -> None:
-        self.config = config
-        self.eval_root = eval_root
-        self.runs_root = runs_root
-        self.settings = list(config["distill"]["settings"])
-        self.students = list(config["models"]["students"])
-        self.teacher = config["models"]["teacher"]
-        known = {
-            (r.dataset, r.model, r.bands or "", int(r.seed)): r._asdict()
-            for r in table.itertuples(index=False)
-        }
-        rows = []
-        for run in expected_runs(config):
-            row = known.get((run["dataset"], run["model"], run["bands"] or "", run["seed"]))
-            if row is None:
-                row = {"status": "missing", "note": "not in the metrics table"}
-            rows.append({**row, **run})
-        self.frame = pd.DataFrame(rows)
-        self._docs: dict[str, dict[str, Any] | None] = {}
-
-    def runs(self, dataset: str | None = None, role: str | None = None,
-             model: str | None = None) -> pd.DataFrame:
-        frame = self.frame
-        if dataset is not None:
-            frame = frame[frame["dataset"] == dataset]
-        if role is not None:
-            frame = frame[frame["role"] == role]
-        if model is not None:
-            frame = frame[frame["model"] == model]
-        return frame
-
-    def doc(self, run: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The evaluation file of an ``ok`` run, or ``None``."""
-        if run["status"] != "ok":
-            return None
-        key = run["eval_file"]
-        if key not in self._docs:
-            try:
-                self._docs[key] = load_evaluation(self.eval_root / key, run)
-            except InvalidEvaluation:
-                self._docs[key] = None
-        return self._docs[key]
-
-    def docs(self, runs: pd.DataFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(run, document) of the runs in ``runs`` that have a valid file."""
-        out = []
-        for run in runs.to_dict("records"):
-            doc = self.doc(run)
-            if doc is not None:
-                out.append((run, doc))
-        return out
-
-    def students_of(self, dataset: str) -> list[str]:
-        """The students ``dataset`` runs, in the order of ``models.students``."""
-        return dataset_students(self.config, dataset)
-
-    def settings_of(self, dataset: str) -> list[str]:
-        """The band keys ``dataset`` runs, in the order of ``distill.settings``."""
-        return dataset_settings(self.config, dataset)
-
-    def best(self, dataset: str, model: str) -> str | None:
-        """The distilled band key with the lowest mean MSE of ``model`` on ``dataset``."""
-        rows = self.runs(dataset, "student", model)
-        rows = rows[(rows["status"] == "ok") & (rows["setting"] != "none")]
-        if rows.empty:
-            return None
-        return str(rows.groupby("bands", sort=False)["mse"].mean().idxmin())
-
-    def none_key(self, dataset: str | None = None) -> str | None:
-        """The plain-student key (``none``, else the first of method none) among the
-        settings of ``dataset``, or of the whole config."""
-        settings = self.settings if dataset is None else self.settings_of(dataset)
-        keys = [k for k in settings
-                if self.config["distill"]["settings"][k].get("setting", k) == "none"]
-        return "none" if "none" in keys else (keys[0] if keys else None)
-
-
 def unavailable(runs: pd.DataFrame, section: str | None = None, limit: int = 8) -> str:
     """What is missing among ``runs``: 'a (missing), b (invalid), … and N more', and,
     with ``section``, that the files of the ``ok`` runs lack that section."""
@@ -208,77 +113,13 @@ def unavailable(runs: pd.DataFrame, section: str | None = None, limit: int = 8) 
     return text or "no runs"
 
 
-def _array(value: Any, ndim: int = 1) -> np.ndarray | None:
-    """A finite float array of ``ndim`` dimensions, or ``None``."""
-    try:
-        array = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    if array.ndim != ndim or array.size == 0 or not np.isfinite(array).all():
-        return None
-    return array
-
-
-def _lead_mse(doc: Mapping[str, Any]) -> np.ndarray | None:
-    section = doc.get("per_lead_time")
-    return _array(section.get("mse")) if isinstance(section, dict) else None
-
-
-def _spectrum(doc: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
-    section = doc.get("spectrum")
-    if not isinstance(section, dict):
-        return None
-    arrays = {key: _array(section.get(key)) for key in ("k", "truth", "prediction", "error")}
-    if any(a is None for a in arrays.values()):
-        return None
-    if len({len(a) for a in arrays.values()}) != 1:
-        return None
-    return arrays  # type: ignore[return-value]
-
-
-def _bands(doc: Mapping[str, Any]) -> tuple[tuple[float, ...], np.ndarray] | None:
-    section = band_errors(doc)
-    if section is None:
-        return None
-    cutoffs, mse = _array(section.get("cutoffs")), _array(section.get("mse"))
-    if cutoffs is None or mse is None or len(mse) != len(cutoffs) + 1:
-        return None
-    return tuple(cutoffs.tolist()), mse
-
-
-def _sample(doc: Mapping[str, Any]) -> dict[str, Any] | None:
-    section = doc.get("sample")
-    if not isinstance(section, dict):
-        return None
-    truth, pred = _array(section.get("truth"), 3), _array(section.get("prediction"), 3)
-    leads = section.get("lead_times")
-    if truth is None or pred is None or truth.shape != pred.shape:
-        return None
-    if not isinstance(leads, list) or len(leads) != len(truth):
-        leads = list(range(1, len(truth) + 1))
-    return {"truth": truth, "prediction": pred, "lead_times": leads,
-            "channel": section.get("channel")}
-
-
-def _history(path: Path) -> pd.DataFrame | None:
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-    if "epoch" not in frame.columns or frame.empty:
-        return None
-    return frame
-
-
 # ---- style ------------------------------------------------------------------------------
 
 
 def setting_palette(config: Mapping[str, Any]) -> dict[str, Any]:
     """One colour per band key (the plain student grey), the teacher black, truth light grey."""
-    settings = config["distill"]["settings"]
-    keys = list(settings)
-    plain = [k for k in keys if settings[k].get("setting", k) == "none"]
-    baseline = "none" if "none" in plain else (plain[0] if plain else None)
+    keys = list(config["distill"]["settings"])
+    baseline = none_key(config)
     base = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]
     if len(keys) > len(base):
         base += sns.color_palette("husl", len(keys) - len(base))
@@ -320,7 +161,7 @@ def _placeholder(title: str, reason: str) -> plt.Figure:
 
 # ---- the figures ------------------------------------------------------------------------
 
-Builder = Callable[[_Results, Mapping[str, Any]], tuple[plt.Figure, str]]
+Builder = Callable[[Results, Mapping[str, Any]], tuple[plt.Figure, str]]
 
 
 @dataclass(frozen=True)
@@ -333,7 +174,7 @@ class _Spec:
     args: tuple[Any, ...] = ()
 
 
-def _gain_panel(ax: plt.Axes, res: _Results, palette: Mapping[str, Any], dataset: str,
+def _gain_panel(ax: plt.Axes, res: Results, palette: Mapping[str, Any], dataset: str,
                 model: str, metric: str, first: bool) -> str | None:
     """One panel of the gain grid; returns its headline ('' when it has no distilled
     setting), or ``None`` when it has nothing to draw."""
@@ -382,7 +223,7 @@ def _gain_panel(ax: plt.Axes, res: _Results, palette: Mapping[str, Any], dataset
 def _gain(metric: str) -> Builder:
     label = metric.upper()
 
-    def build(res: _Results, palette: Mapping[str, Any]) -> tuple[plt.Figure, str]:
+    def build(res: Results, palette: Mapping[str, Any]) -> tuple[plt.Figure, str]:
         datasets = list(res.config["datasets"])
         if all(res.none_key(dataset) is None for dataset in datasets):
             raise _NoData("the config has no plain-student (`none`) setting to compare with")
@@ -431,9 +272,9 @@ def _gain(metric: str) -> Builder:
     return build
 
 
-def _lead_time(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
+def _lead_time(res: Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
     teacher = [(r, m) for r, d in res.docs(res.runs(dataset, "teacher"))
-               if (m := _lead_mse(d)) is not None]
+               if (m := per_lead_time(d)) is not None]
     students = res.students_of(dataset)
     fig, axes = plt.subplots(1, len(students), squeeze=False, sharey=True,
                              figsize=(1.0 + 4.0 * len(students), 3.4), layout="constrained")
@@ -446,7 +287,7 @@ def _lead_time(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple
                     marker=".", lw=1.6, label=res.teacher)
         for key in res.settings_of(dataset):
             curves = [m for _, d in res.docs(_key_rows(res, dataset, model, key))
-                      if (m := _lead_mse(d)) is not None]
+                      if (m := per_lead_time(d)) is not None]
             curves = [c for c in curves if len(c) == len(curves[0])] if curves else []
             if not curves:
                 continue
@@ -478,7 +319,7 @@ def _lead_time(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple
     return fig, caption
 
 
-def _key_rows(res: _Results, dataset: str, model: str, key: str) -> pd.DataFrame:
+def _key_rows(res: Results, dataset: str, model: str, key: str) -> pd.DataFrame:
     rows = res.runs(dataset, "student", model)
     return rows[rows["bands"] == key]
 
@@ -488,26 +329,27 @@ def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def _spectrum_figure(res: _Results, palette: Mapping[str, Any],
+def _spectrum_figure(res: Results, palette: Mapping[str, Any],
                      dataset: str) -> tuple[plt.Figure, str]:
     students = res.students_of(dataset)
     fig, axes = plt.subplots(2, len(students), squeeze=False, sharex=True, sharey="row",
                              figsize=(1.0 + 4.0 * len(students), 6.0), layout="constrained")
     teacher = [s for _, d in res.docs(res.runs(dataset, "teacher"))
-               if (s := _spectrum(d)) is not None]
+               if (s := spectrum(d)) is not None]
     drawn = bool(teacher)
     for j, model in enumerate(students):
         top, bottom = axes[0, j], axes[1, j]
         top.set_title(f"{dataset} · {model}")
-        series: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
+        series: list[tuple[str, Spectrum, dict[str, Any]]] = []
         if teacher:
             series.append((res.teacher, teacher[0], {"color": palette["teacher"], "ls": "--"}))
         for key in res.settings_of(dataset):
             specs = [s for _, d in res.docs(_key_rows(res, dataset, model, key))
-                     if (s := _spectrum(d)) is not None]
-            specs = [s for s in specs if len(s["k"]) == len(specs[0]["k"])] if specs else []
+                     if (s := spectrum(d)) is not None]
+            specs = [s for s in specs if len(s.k) == len(specs[0].k)] if specs else []
             if specs:
-                mean = {name: np.mean([s[name] for s in specs], axis=0) for name in specs[0]}
+                mean = Spectrum(*(np.mean([getattr(s, f.name) for s in specs], axis=0)
+                                  for f in fields(Spectrum)))
                 series.append((key, mean, {"color": palette[key]}))
         if not series:
             _no_data(top)
@@ -515,11 +357,11 @@ def _spectrum_figure(res: _Results, palette: Mapping[str, Any],
             continue
         drawn = True
         truth = series[0][1]
-        top.plot(*_positive(truth["k"], truth["truth"]), color=palette["truth"], lw=4,
+        top.plot(*_positive(truth.k, truth.truth), color=palette["truth"], lw=4,
                  label="truth", zorder=1)
         for name, spec, style in series:
-            top.plot(*_positive(spec["k"], spec["prediction"]), lw=1.3, label=name, **style)
-            bottom.plot(*_positive(spec["k"], spec["error"]), lw=1.3, label=name, **style)
+            top.plot(*_positive(spec.k, spec.prediction), lw=1.3, label=name, **style)
+            bottom.plot(*_positive(spec.k, spec.error), lw=1.3, label=name, **style)
         for ax in (top, bottom):
             ax.set_xscale("log")
             _log(ax, "y")
@@ -542,34 +384,20 @@ def _spectrum_figure(res: _Results, palette: Mapping[str, Any],
     return fig, caption
 
 
-def _band_labels(cutoffs: Sequence[float]) -> list[str]:
-    edges = [f"{c:g}" for c in cutoffs]
-    labels = [f"|k| < {edges[0]}"]
-    labels += [f"{a}–{b}" for a, b in itertools.pairwise(edges)]
-    labels.append(f"|k| ≥ {edges[-1]}")
-    return labels
-
-
-def _band_figure(res: _Results, palette: Mapping[str, Any],
+def _band_figure(res: Results, palette: Mapping[str, Any],
                  dataset: str) -> tuple[plt.Figure, str]:
-    records, cutoffs = [], None
+    found = res.band_errors(dataset)
+    if found is None:
+        raise _NoData(unavailable(res.runs(dataset), "band_errors"))
+    cutoffs, labels = found.cutoffs, band_labels(found.cutoffs)
     students = res.students_of(dataset)
-    for run, doc in res.docs(res.runs(dataset)):
-        bands = _bands(doc)
-        if bands is None:
-            continue
-        if cutoffs is None:
-            cutoffs = bands[0]
-        if bands[0] != cutoffs:
-            continue
+    records = []
+    for run, bands in found.runs:
         series = res.teacher if run["role"] == "teacher" else run["bands"]
         models = students if run["role"] == "teacher" else [run["model"]]
-        labels = _band_labels(cutoffs)
         for model in models:
             records += [{"model": model, "series": series, "seed": run["seed"], "band": b,
-                         "mse": v} for b, v in zip(labels, bands[1], strict=True)]
-    if not records:
-        raise _NoData(unavailable(res.runs(dataset), "bands"))
+                         "mse": v} for b, v in zip(labels, bands.mse, strict=True)]
     data = pd.DataFrame(records)
     hue_order = [h for h in [res.teacher, *res.settings_of(dataset)] if h in set(data["series"])]
     palette = {**palette, res.teacher: palette["teacher"]}
@@ -583,7 +411,7 @@ def _band_figure(res: _Results, palette: Mapping[str, Any],
             _no_data(ax)
             continue
         sns.barplot(data=sub, x="band", y="mse", hue="series", hue_order=hue_order,
-                    order=_band_labels(cutoffs), palette=palette, errorbar="sd",
+                    order=labels, palette=palette, errorbar="sd",
                     err_kws={"linewidth": 0.8}, ax=ax, legend=j == len(students) - 1)
         _log(ax, "y")
         ax.set_xlabel("frequency band (cycles per domain)")
@@ -605,40 +433,41 @@ def _band_figure(res: _Results, palette: Mapping[str, Any],
     return fig, caption
 
 
-def _first_doc(res: _Results, rows: pd.DataFrame) -> tuple[dict[str, Any], dict] | None:
+def _first_sample(res: Results, rows: pd.DataFrame) -> tuple[dict[str, Any], Sample] | None:
+    """(run, sample) of the lowest seed among ``rows`` whose file has a usable sample."""
     for run, doc in res.docs(rows.sort_values("seed")):
-        sample = _sample(doc)
-        if sample is not None:
-            return run, sample
+        found = sample(doc)
+        if found is not None:
+            return run, found
     return None
 
 
-def _samples(res: _Results, palette: Mapping[str, Any], dataset: str,
+def _samples(res: Results, palette: Mapping[str, Any], dataset: str,
              model: str) -> tuple[plt.Figure, str]:
-    none_key, best = res.none_key(dataset), res.best(dataset, model)
+    plain, best = res.none_key(dataset), res.best(dataset, model)
     candidates = [("teacher", res.runs(dataset, "teacher"))]
-    if none_key is not None:
-        candidates.append((none_key, _key_rows(res, dataset, model, none_key)))
+    if plain is not None:
+        candidates.append((plain, _key_rows(res, dataset, model, plain)))
     if best is not None:
         candidates.append((best, _key_rows(res, dataset, model, best)))
-    rows = []
+    rows: list[tuple[str, Sample]] = []
     for key, runs in candidates:
-        found = _first_doc(res, runs)
+        found = _first_sample(res, runs)
         if found is not None:
-            run, sample = found
+            run, shown = found
             name = res.teacher if key == "teacher" else f"{model} · {key}"
-            rows.append((f"{name}\n(seed {run['seed']})", sample))
+            rows.append((f"{name}\n(seed {run['seed']})", shown))
     if not rows:
         wanted = pd.concat([r for _, r in candidates])
         raise _NoData(unavailable(wanted, "sample"))
-    shape = rows[0][1]["truth"].shape
-    rows = [r for r in rows if r[1]["truth"].shape == shape]
-    truth, leads = rows[0][1]["truth"], rows[0][1]["lead_times"]
+    shape = rows[0][1].truth.shape
+    rows = [r for r in rows if r[1].truth.shape == shape]
+    truth, leads = rows[0][1].truth, rows[0][1].lead_times
     first, last = 0, len(truth) - 1
-    fields = [truth[[first, last]]] + [s["prediction"][[first, last]] for _, s in rows]
-    vmin = min(float(f.min()) for f in fields)
-    vmax = max(float(f.max()) for f in fields)
-    errors = [s["prediction"][[first, last]] - truth[[first, last]] for _, s in rows]
+    maps = [truth[[first, last]]] + [s.prediction[[first, last]] for _, s in rows]
+    vmin = min(float(f.min()) for f in maps)
+    vmax = max(float(f.max()) for f in maps)
+    errors = [s.prediction[[first, last]] - truth[[first, last]] for _, s in rows]
     emax = max(float(np.abs(e).max()) for e in errors) or 1.0
 
     nrows = len(rows) + 1
@@ -660,7 +489,7 @@ def _samples(res: _Results, palette: Mapping[str, Any], dataset: str,
                 ax.axis("off")
                 continue
             if c < 2:
-                frame = fields[i][c]
+                frame = maps[i][c]
                 field_image = ax.imshow(frame, cmap="viridis", vmin=vmin, vmax=vmax,
                                         origin="lower", interpolation="nearest")
             else:
@@ -671,7 +500,7 @@ def _samples(res: _Results, palette: Mapping[str, Any], dataset: str,
                         transform=ax.transAxes, color="0.1",
                         bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
         axes[i, 0].set_ylabel(labels[i], fontsize=8.5)
-    channel = rows[0][1]["channel"] or "channel 0"
+    channel = rows[0][1].channel or "channel 0"
     fig.colorbar(field_image, ax=axes[:, :2], shrink=0.6, label=f"{channel} (physical units)")
     if error_image is not None:
         fig.colorbar(error_image, ax=axes[:, 2:], shrink=0.6, label="prediction − truth")
@@ -679,7 +508,7 @@ def _samples(res: _Results, palette: Mapping[str, Any], dataset: str,
     caption = (
         f"Test window 0 of {dataset} ({channel}) at the first and last lead time "
         f"(t+{leads[first]}, t+{leads[last]}): the ground truth, the teacher {res.teacher}, "
-        f"the plain student {model} · {none_key} and its best distilled setting "
+        f"the plain student {model} · {plain} and its best distilled setting "
         f"({best or 'n/a'}, lowest mean test MSE), with their error maps (prediction − "
         "truth). All fields share one colour scale and all error maps one symmetric scale, "
         "so colours compare across rows; the rmse of each error map is printed in its "
@@ -695,7 +524,7 @@ def _curve_columns(frame: pd.DataFrame, role: str) -> tuple[str, str]:
     return "train_loss", "val_loss"
 
 
-def _training(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
+def _training(res: Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
     panels = [("teacher", res.runs(dataset, "teacher"))]
     panels += [(model, res.runs(dataset, "student", model)) for model in res.students_of(dataset)]
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
@@ -706,8 +535,7 @@ def _training(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[
         ax.set_title(f"{dataset} · {res.teacher if name == 'teacher' else name}")
         labelled: set[str] = set()
         for run in runs.to_dict("records"):
-            path = res.runs_root / run["run_dir"] / "history.csv"
-            history = _history(path)
+            history = res.history(run)
             if history is None:
                 missing.append(run_label(run))
                 continue
@@ -767,7 +595,7 @@ COSTS = (("parameters", "parameters"), ("flops_per_sample", "FLOPs per sample"),
          ("latency_ms", "inference latency (ms)"))
 
 
-def _cost(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
+def _cost(res: Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
     rows = res.runs(dataset)
     rows = rows[rows["status"] == "ok"].copy()
     if rows.empty:
@@ -826,7 +654,7 @@ def _cost(res: _Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.
     return fig, caption
 
 
-def _gain_figure(res: _Results, palette: Mapping[str, Any],
+def _gain_figure(res: Results, palette: Mapping[str, Any],
                  metric: str) -> tuple[plt.Figure, str]:
     return _gain(metric)(res, palette)
 
@@ -872,7 +700,7 @@ def make_figures(
     """
     out_dir = Path(out_dir)
     table = read_metrics(metrics_csv)
-    res = _Results(config, table, Path(eval_root), Path(runs_root))
+    res = Results(config, table, eval_root=Path(eval_root), runs_root=Path(runs_root))
     palette = setting_palette(config)
     figures: list[Figure] = []
     with plt.rc_context(_style()):
@@ -890,8 +718,7 @@ def make_figures(
             figures.append(Figure(path, spec.dataset, spec.kind, spec.title, caption,
                                   placeholder))
     manifest = [figure.manifest_entry() for figure in figures]
-    with atomic_path(out_dir / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_json(out_dir / MANIFEST, manifest, indent=2)
     return figures
 
 

@@ -34,7 +34,7 @@ from sdkd.jsonfile import read_json
 from sdkd.machine import cpu_model_name
 from sdkd.plan import MANIFEST, band_setting, dataset_settings, dataset_students
 from sdkd.report.aggregate import read_metrics
-from sdkd.report.html import DASH, fmt_pct, stat_text
+from sdkd.report.fmt import DASH, fmt_pct, stat_text
 
 START = "<!-- results:start (written by `sdkd readme-results`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
