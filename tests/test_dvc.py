@@ -298,6 +298,7 @@ def test_dvc_is_initialised():
     assert "/cache" in ignored and "/tmp" in ignored
 
 
+@pytest.mark.workflow
 def test_dvc_yaml_matches_the_snakefile(dvc_yaml, dry_runs):
     problems = drift(dvc_yaml, _rule_files(), dry_runs)
     assert not problems, "dvc.yaml and the Snakefile drifted apart:\n" + "\n".join(problems)
@@ -320,6 +321,7 @@ def _without(entries: list, path: str) -> list:
     return [e for e in entries if path not in ([e] if isinstance(e, str) else e)]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     ("stage", "key", "edit", "expected"),
     [
@@ -345,6 +347,7 @@ def test_drift_is_detected(dvc_yaml, dry_runs, stage, key, edit, expected):
     assert any(expected in p for p in problems), problems
 
 
+@pytest.mark.workflow
 def test_a_moved_out_is_detected(dvc_yaml, dry_runs):
     changed = copy.deepcopy(dvc_yaml)
     stages = changed["stages"]
@@ -382,6 +385,7 @@ def _tracked_files(repo: Path, outs: list[str]) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.workflow
 @pytest.mark.slow
 def test_repro_push_pull_round_trip(tmp_path, dvc_yaml):
     config_home = tmp_path / "dvc-config"

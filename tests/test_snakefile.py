@@ -99,6 +99,7 @@ def resources(output: str, rule: str) -> list[dict[str, str]]:
 # ---- job counts ---------------------------------------------------------------------------
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_dry_run_lists_the_config_grid(workdir, name):
     config = yaml.safe_load((workdir / "config" / name).read_text())
@@ -112,6 +113,7 @@ def test_dry_run_lists_the_config_grid(workdir, name):
     assert elapsed < 30, f"snakemake -n took {elapsed:.1f} s on {name}"
 
 
+@pytest.mark.workflow
 def test_dry_run_honours_a_datasets_subset(workdir):
     """diffusion_reaction runs unet-m with none and dual only; navier_stokes runs all."""
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
@@ -151,6 +153,7 @@ def test_dry_run_honours_a_datasets_subset(workdir):
     assert "results/figures/samples_navier_stokes_unet-s.png" in output
 
 
+@pytest.mark.workflow
 def test_a_subset_does_not_rerun_the_data_jobs(workdir, tmp_path):
     """A dataset's students/settings pick jobs, they are not in its data jobs' params:
     narrowing them reruns no acquire or preprocess job; another data key does."""
@@ -194,6 +197,7 @@ def test_paper_config_is_the_paper_grid():
 # ---- lint and report ----------------------------------------------------------------------
 
 
+@pytest.mark.workflow
 def test_lint_is_clean(workdir):
     result = snakemake(workdir, "--lint")
     output = result.stdout + result.stderr
@@ -211,6 +215,7 @@ def test_every_figure_kind_has_a_caption():
 # ---- profiles -----------------------------------------------------------------------------
 
 
+@pytest.mark.workflow
 def test_slurm_profile_maps_gpus(workdir):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     from snakemake_executor_plugin_slurm.utils import set_gres_string
@@ -258,6 +263,28 @@ def test_gpu_rules_are_the_profiles_gpu_rules():
             if re.search(r"^\s+gpu=1,$", match[0], re.M):
                 declared.add(match[1])
     assert declared == GPU_RULES
+
+
+SHADOW_RULES = {"train_teacher", "distill", "evaluate_teacher", "evaluate_student"}
+
+
+def test_the_shadow_switch_is_a_checked_config_key():
+    """`execution: {shadow: minimal}` turns on the `shadow:` of the training and
+    evaluation rules (tests/test_workflow.py runs them so); other values are errors."""
+    from sdkd.config import validate
+    from sdkd.errors import SdkdError
+
+    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    for value in ("minimal", None):
+        validate({**config, "execution": {"shadow": value}})
+    with pytest.raises(SdkdError, match=r"execution\.shadow"):
+        validate({**config, "execution": {"shadow": "full"}})
+    shadowed = set()
+    for path in (ROOT / "workflow/rules").glob("*.smk"):
+        for match in re.finditer(r"^rule (\w+):.*?(?=^rule |\Z)", path.read_text(), re.M | re.S):
+            if re.search(r"^\s+shadow:\s+SHADOW$", match[0], re.M):
+                shadowed.add(match[1])
+    assert shadowed == SHADOW_RULES
 
 
 # ---- the run grid is light ----------------------------------------------------------------

@@ -2,9 +2,6 @@ rule acquire:
     """Simulate, download (checksummed) or link a dataset's raw file."""
     output:
         "resources/raw/{dataset}/{filename}",
-    params:
-        config=CONFIG_FILE,
-        dataset=dataset_params,
     log:
         "results/logs/acquire/{dataset}/{filename}.log",
     benchmark:
@@ -14,6 +11,9 @@ rule acquire:
     threads: 2
     resources:
         mem_mb=4000,
+    params:
+        config=CONFIG_FILE,
+        dataset=dataset_params,
     shell:
         "sdkd --threads {threads} acquire --config {params.config}"
         " --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

@@ -5,20 +5,33 @@
 # PyYAML and jsonschema), never torch, pandas or matplotlib, so that Snakemake builds
 # the DAG of a paper-sized grid in about a second.
 
-import json
 import os
 import re
 
 from sdkd.config import raw_filename, write_resolved
-from sdkd.plan import band_setting, expected_runs, figure_plan
+from sdkd.plan import (
+    band_setting,
+    canonical_json,
+    data_spec,
+    expected_runs,
+    figure_plan,
+    run_spec,
+)
 
 # The sdkd steps read the config Snakemake resolved (files merged, `--config`
 # overrides applied, defaults filled), written once per distinct content. Jobs get its
 # path as the `config` param: a pathlib.Path, which Snakemake's params rerun trigger
-# does not record (it records plain values only). What a job depends on is recorded
-# by its other params, the config slices it reads, so a changed key reruns exactly
-# the jobs that use it, not the whole grid.
-CONFIG_FILE = write_resolved(config, ".snakemake/sdkd")
+# does not record (it records plain values only), so the path may change (another
+# clone, another folder) without rerunning anything. What a job depends on is recorded
+# by its other params (below), so a changed key reruns exactly the jobs that use it,
+# not the whole grid. The path is absolute: a job in a shadow folder (SHADOW) runs
+# elsewhere, where a relative .snakemake/ does not exist.
+CONFIG_FILE = write_resolved(config, os.path.abspath(".snakemake/sdkd"))
+# `execution: {shadow: minimal}` (workflow/schemas/config.schema.yaml) runs the training
+# and evaluation rules, which use it in their `shadow:` directive, in shadow folders
+# holding links to their declared inputs only: a cluster pod's view of the files, on
+# one machine. None (the default) runs them in the project folder.
+SHADOW = config.get("execution", {}).get("shadow")
 DATASETS = list(config["datasets"])
 TEACHER = config["models"]["teacher"]
 STUDENTS = list(config["models"]["students"])
@@ -44,35 +57,33 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def canonical(value):
-    """A config slice as a params value that does not depend on key order.
-
-    Snakemake's params trigger compares the text of each value; sorted JSON keeps a
-    reordered (but equal) config from rerunning everything.
-    """
-    return json.dumps(value, sort_keys=True)
-
-
-# Keys of a dataset block that pick its runs (sdkd.plan.dataset_students/_settings):
-# they change which jobs exist, not what the data jobs compute.
-GRID_KEYS = ("students", "settings")
+# What a job depends on, as Snakemake's params rerun trigger sees it: canonical JSON
+# (sorted keys), so a reordered but equal config reruns nothing. A training job's param
+# is its run spec (sdkd.plan.run_spec), the same dict the job stores in its checkpoints:
+# what reruns a job and what restarts its training are one definition.
 
 
 def dataset_params(wildcards):
-    """A dataset's config block: a change to it reruns that dataset's jobs only.
-
-    Its run subset is left out, so that adding a student or setting to a dataset does
-    not acquire and preprocess its data again.
-    """
-    block = config["datasets"][wildcards.dataset]
-    return canonical({k: v for k, v in block.items() if k not in GRID_KEYS})
+    """A dataset's data config: a change to it reruns that dataset's jobs only (its run
+    subset is left out, so adding a student does not acquire the data again)."""
+    return canonical_json(data_spec(config, wildcards.dataset))
 
 
-def setting_params(key):
-    """What a student run of band setting ``key`` trains with (its seed is a wildcard)."""
-    values = band_setting(config["distill"], key).values()
-    del values["seeds"]
-    return values
+def teacher_spec(wildcards):
+    return canonical_json(run_spec(config, wildcards.dataset, "teacher"))
+
+
+def student_spec(wildcards):
+    return canonical_json(
+        run_spec(
+            config,
+            wildcards.dataset,
+            "student",
+            wildcards.student,
+            wildcards.bands,
+            int(wildcards.seed),
+        )
+    )
 
 
 def raw_path(wildcards):

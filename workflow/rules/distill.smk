@@ -8,21 +8,13 @@ rule distill:
         best="results/students/{dataset}/{student}/{bands}/seed-{seed}/best.pt",
         history="results/students/{dataset}/{student}/{bands}/seed-{seed}/history.csv",
         done="results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
-    params:
-        config=CONFIG_FILE,
-        run=lambda w, output: os.path.dirname(output.done),
-        teacher=teacher_checkpoint,
-        settings=lambda w: canonical(
-            [
-                config["models"]["student_overrides"],
-                config["training"]["student"],
-                setting_params(w.bands),
-            ]
-        ),
     log:
         "results/logs/distill/{dataset}/{student}/{bands}/seed-{seed}.log",
     benchmark:
         "results/benchmarks/distill/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+    # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
+    shadow:
+        SHADOW
     conda:
         "../envs/sdkd.yaml"
     # Students are small: one thread per job and jobs side by side use a CPU's cores
@@ -31,6 +23,11 @@ rule distill:
     resources:
         gpu=1,
         mem_mb=8000,
+    params:
+        config=CONFIG_FILE,
+        run=lambda w, output: os.path.dirname(output.done),
+        teacher=teacher_checkpoint,
+        spec=student_spec,
     shell:
         "sdkd --threads {threads} distill --config {params.config}"
         " --dataset {wildcards.dataset} --data {input.data} {params.teacher}"

@@ -1,6 +1,7 @@
 # Evaluation is a few seconds of small tensor work per run: one thread per job and jobs
 # side by side use a CPU's cores better (`--set-threads evaluate_student=N` to change).
 
+
 rule evaluate_teacher:
     """Test-split metrics of the teacher (docs/evaluation-format.md)."""
     input:
@@ -10,19 +11,22 @@ rule evaluate_teacher:
         history="results/teachers/{dataset}/{teacher}/history.csv",
     output:
         "results/eval/{dataset}/teacher/{teacher}.json",
-    params:
-        config=CONFIG_FILE,
-        run=lambda w, input: os.path.dirname(input.checkpoint),
-        settings=lambda w: canonical(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/teacher/{teacher}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/teacher/{teacher}.tsv"
+    # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
+    shadow:
+        SHADOW
     conda:
         "../envs/sdkd.yaml"
     threads: 1
     resources:
         mem_mb=4000,
+    params:
+        config=CONFIG_FILE,
+        run=lambda w, input: os.path.dirname(input.checkpoint),
+        settings=lambda w: canonical_json(config["evaluate"]),
     shell:
         "sdkd --threads {threads} evaluate --config {params.config}"
         " --dataset {wildcards.dataset} --data {input.data} --run {params.run}"
@@ -38,19 +42,22 @@ rule evaluate_student:
         history="results/students/{dataset}/{student}/{bands}/seed-{seed}/history.csv",
     output:
         "results/eval/{dataset}/{student}/{bands}/seed-{seed}.json",
-    params:
-        config=CONFIG_FILE,
-        run=lambda w, input: os.path.dirname(input.checkpoint),
-        settings=lambda w: canonical(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/{student}/{bands}/seed-{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+    # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
+    shadow:
+        SHADOW
     conda:
         "../envs/sdkd.yaml"
     threads: 1
     resources:
         mem_mb=4000,
+    params:
+        config=CONFIG_FILE,
+        run=lambda w, input: os.path.dirname(input.checkpoint),
+        settings=lambda w: canonical_json(config["evaluate"]),
     shell:
         "sdkd --threads {threads} evaluate --config {params.config}"
         " --dataset {wildcards.dataset} --data {input.data} --run {params.run}"

@@ -4,9 +4,6 @@ rule preprocess:
         raw_path,
     output:
         "results/data/{dataset}.h5",
-    params:
-        config=CONFIG_FILE,
-        dataset=dataset_params,
     log:
         "results/logs/preprocess/{dataset}.log",
     benchmark:
@@ -16,6 +13,9 @@ rule preprocess:
     threads: 1
     resources:
         mem_mb=4000,
+    params:
+        config=CONFIG_FILE,
+        dataset=dataset_params,
     shell:
         "sdkd --threads {threads} preprocess --config {params.config}"
         " --dataset {wildcards.dataset} --raw {input} --out {output} > {log} 2>&1"

@@ -18,15 +18,15 @@ rule aggregate:
             labels={"table": "metrics of every run"},
         ),
         summary="results/tables/summary.json",
-    params:
-        config=CONFIG_FILE,
-        eval_root=eval_root,
     log:
         "results/logs/aggregate.log",
     benchmark:
         "results/benchmarks/aggregate.tsv"
     conda:
         "../envs/sdkd.yaml"
+    params:
+        config=CONFIG_FILE,
+        eval_root=eval_root,
     shell:
         "sdkd aggregate --config {params.config} --eval-root {params.eval_root}"
         " --out {output.table} --summary {output.summary} > {log} 2>&1"
@@ -41,17 +41,17 @@ rule figures:
     output:
         manifest="results/figures/figures.json",
         images=[figure_output(figure) for figure in FIGURES],
-    params:
-        config=CONFIG_FILE,
-        eval_root=eval_root,
-        runs_root=runs_root,
-        out_dir=lambda w, output: os.path.dirname(output.manifest),
     log:
         "results/logs/figures.log",
     benchmark:
         "results/benchmarks/figures.tsv"
     conda:
         "../envs/sdkd.yaml"
+    params:
+        config=CONFIG_FILE,
+        eval_root=eval_root,
+        runs_root=runs_root,
+        out_dir=lambda w, output: os.path.dirname(output.manifest),
     shell:
         "sdkd figures --config {params.config} --metrics {input.table}"
         " --eval-root {params.eval_root} --runs-root {params.runs_root}"
@@ -68,15 +68,15 @@ rule report:
         data=expand("results/data/{dataset}.h5", dataset=DATASETS),
     output:
         "results/report.html",
-    params:
-        config=CONFIG_FILE,
-        figures=lambda w, input: os.path.dirname(input.manifest),
     log:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
     conda:
         "../envs/sdkd.yaml"
+    params:
+        config=CONFIG_FILE,
+        figures=lambda w, input: os.path.dirname(input.manifest),
     shell:
         "sdkd report --config {params.config} --metrics {input.table}"
         " --summary {input.summary} --figures {params.figures} --data {input.data}"

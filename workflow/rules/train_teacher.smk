@@ -11,32 +11,28 @@ rule train_teacher:
         best="results/teachers/{dataset}/{teacher}/best.pt",
         history="results/teachers/{dataset}/{teacher}/history.csv",
         done="results/teachers/{dataset}/{teacher}/done.json",
-    params:
-        config=CONFIG_FILE,
-        run=lambda w, output: os.path.dirname(output.done),
-        settings=lambda w: canonical(
-            [
-                config["seed"],
-                TEACHER,
-                config["models"]["teacher_overrides"],
-                config["training"]["teacher"],
-            ]
-        ),
     log:
         "results/logs/train_teacher/{dataset}/{teacher}.log",
     benchmark:
         "results/benchmarks/train_teacher/{dataset}/{teacher}.tsv"
+    # Teachers head the longest chains of the DAG (every distilled student waits for
+    # one): start them before the students that need none.
+    priority: 10
+    # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
+    shadow:
+        SHADOW
     conda:
         "../envs/sdkd.yaml"
     # One thread: on a small CPU the students that need no teacher (`none`) and the
     # other dataset's jobs train beside it (`--set-threads train_teacher=N` to change).
     threads: 1
-    # Teachers head the longest chains of the DAG (every distilled student waits for
-    # one): start them before the students that need none.
-    priority: 10
     resources:
         gpu=1,
         mem_mb=8000,
+    params:
+        config=CONFIG_FILE,
+        run=lambda w, output: os.path.dirname(output.done),
+        spec=teacher_spec,
     shell:
         "sdkd --threads {threads} train-teacher --config {params.config}"
         " --dataset {wildcards.dataset} --data {input.data} --out {params.run} > {log} 2>&1"
