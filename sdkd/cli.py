@@ -12,12 +12,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
 from sdkd import __version__
 from sdkd import config as configuration
-from sdkd.errors import SdkdError
+from sdkd.errors import SdkdError, os_error_message
 
 log = logging.getLogger("sdkd")
 
@@ -128,15 +129,40 @@ def _cmd_raw_filename(args: argparse.Namespace) -> None:
     print(configuration.raw_filename(configuration.dataset_config(config, args.dataset)))
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {value}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end like every other error: one ``sdkd: error:`` line, exit 2 (a
+    subcommand's parser would say ``sdkd distill: error:``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"sdkd: error: {self.prog.removeprefix('sdkd ')}: {message}\n"
+                  if self.prog != "sdkd" else f"sdkd: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sdkd",
         description="Frequency-aligned knowledge distillation for spatiotemporal forecasting.",
     )
     parser.add_argument("--version", action="version", version=f"sdkd {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads", type=_at_least(1), default=None,
         help="CPU threads for torch (default: torch's choice; Snakemake passes {threads})",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
@@ -179,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher best.pt (every band setting but `none` needs one)")
     p.add_argument("--student", required=True, help="family-size, e.g. unet-s")
     p.add_argument("--bands", required=True, help="a key of distill.settings, e.g. dual")
-    p.add_argument("--seed", type=int, default=0, help="seed of the student run")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the student run")
 
     p = step("evaluate", _cmd_evaluate, "test-split metrics of a trained run → one JSON")
     p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
@@ -220,8 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: str) -> int:
+    print(f"sdkd: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
@@ -230,8 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except SdkdError as exc:
-        print(f"sdkd: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except OSError as exc:  # the one place that turns OS faults into a line, not a traceback
+        return _fail(os_error_message(exc))
+    except MemoryError:
+        return _fail("out of memory (the input asks for more than this machine has; "
+                     "see limits.max_array_gib)")
     except KeyboardInterrupt:
         print("sdkd: interrupted", file=sys.stderr)
         return 130

@@ -48,3 +48,21 @@ def leftovers(directory: Path) -> list[str]:
     if not directory.exists():
         return []
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def assert_clean_failure(status: int, err: str, *fragments: str, out_dir: Path | None = None
+                         ) -> str:
+    """A failure as a user must see it: exit 2, no traceback, exactly one
+    ``sdkd: error:`` line (the last one; progress bars and log lines may come first)
+    holding every fragment, and (with ``out_dir``) nothing left there but the raw
+    link of an acquire step. Returns the message."""
+    assert status == 2, err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "sdkd: error: " in line]
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    message = errors[0].split("sdkd: error: ", 1)[1]
+    for fragment in fragments:
+        assert fragment in message, message
+    if out_dir is not None:
+        assert [p for p in leftovers(out_dir) if not p.startswith("raw/")] == []
+    return message

@@ -9,7 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from helpers import file_dataset, leftovers, write_config
+from helpers import assert_clean_failure, file_dataset, leftovers, write_config
 from rawfiles import serve_directory, write_pdebench
 
 
@@ -37,23 +37,11 @@ def _preprocess(sdkd_cli, tmp_path, dataset, raw=None):
     return status, err
 
 
-def _assert_clean_failure(status, err, *fragments, out_dir=None):
-    assert status == 2
-    # progress bars and log lines may come first; the error is one line, and last
-    errors = [line for line in err.splitlines() if "sdkd: error: " in line]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    message = errors[0].split("sdkd: error: ", 1)[1]
-    for fragment in fragments:
-        assert fragment in message
-    if out_dir is not None:  # the raw link may exist; no canonical output, no temp files
-        assert [p for p in leftovers(out_dir) if not p.startswith("raw/")] == []
-
-
 def test_unknown_dataset(sdkd_cli, tmp_path):
     config = write_config(tmp_path, {"toy": file_dataset(_good(tmp_path))})
     status, err = sdkd_cli("acquire", "--config", config, "--dataset", "weather",
                            "--out", tmp_path / "x.h5")
-    _assert_clean_failure(status, err, "unknown dataset 'weather'", "toy")
+    assert_clean_failure(status, err, "unknown dataset 'weather'", "toy")
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -61,26 +49,26 @@ def test_unknown_source(sdkd_cli, tmp_path):
     dataset = file_dataset(_good(tmp_path))
     dataset["source"] = "scrape"
     status, err = sdkd_cli("check-config", "--config", write_config(tmp_path, {"toy": dataset}))
-    _assert_clean_failure(status, err, "datasets.toy.source", "'scrape' is not one of")
+    assert_clean_failure(status, err, "datasets.toy.source", "'scrape' is not one of")
 
 
 def test_value_out_of_range(sdkd_cli, tmp_path):
     dataset = file_dataset(_good(tmp_path), out_steps=-3)
     status, err = _preprocess(sdkd_cli, tmp_path, dataset)
-    _assert_clean_failure(status, err, "config.yaml", "datasets.toy.out_steps", "minimum",
+    assert_clean_failure(status, err, "config.yaml", "datasets.toy.out_steps", "minimum",
                           out_dir=tmp_path / "out")
 
 
 def test_missing_file(sdkd_cli, tmp_path):
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(tmp_path / "nope.h5"))
-    _assert_clean_failure(status, err, "nope.h5", "file not found", out_dir=tmp_path / "out")
+    assert_clean_failure(status, err, "nope.h5", "file not found", out_dir=tmp_path / "out")
 
 
 def test_not_hdf5(sdkd_cli, tmp_path):
     path = tmp_path / "data.h5"
     path.write_text("time,value\n0,1\n")
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(path))
-    _assert_clean_failure(status, err, "data.h5", "not an HDF5 or NetCDF-4 file",
+    assert_clean_failure(status, err, "data.h5", "not an HDF5 or NetCDF-4 file",
                           out_dir=tmp_path / "out")
 
 
@@ -89,25 +77,25 @@ def test_truncated_hdf5(sdkd_cli, tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(path))
-    _assert_clean_failure(status, err, "data.h5", out_dir=tmp_path / "out")
+    assert_clean_failure(status, err, "data.h5", out_dir=tmp_path / "out")
 
 
 def test_missing_variable(sdkd_cli, tmp_path):
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(_good(tmp_path), variable="w"))
-    _assert_clean_failure(status, err, "data.h5", "no variable 'w'", "variables: u",
+    assert_clean_failure(status, err, "data.h5", "no variable 'w'", "variables: u",
                           out_dir=tmp_path / "out")
 
 
 def test_wrong_rank(sdkd_cli, tmp_path):
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(_good(tmp_path), axes="N T C H W"))
-    _assert_clean_failure(status, err, "data.h5", "'u'", "rank 4", "needs rank 5",
+    assert_clean_failure(status, err, "data.h5", "'u'", "rank 4", "needs rank 5",
                           out_dir=tmp_path / "out")
 
 
 def test_wrong_axis_order_channels_last(sdkd_cli, tmp_path):
     path = _h5(tmp_path / "data.h5", u=np.zeros((20, 16, 16, 2), "f4"))  # T H W C on disk
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(path, axes="T C H W"))
-    _assert_clean_failure(status, err, "axis W has only 2 points", "axis order",
+    assert_clean_failure(status, err, "axis W has only 2 points", "axis order",
                           out_dir=tmp_path / "out")
 
 
@@ -119,7 +107,7 @@ def test_wrong_axis_order_netcdf_time_dimension(sdkd_cli, tmp_path):
         f.create_variable("temp", ("y", "x", "time"), data=np.zeros((8, 8, 30), "f4"))
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(path, variable="temp",
                                                               axes="T H W"))
-    _assert_clean_failure(status, err, "time dimension 'time' at axis 2",
+    assert_clean_failure(status, err, "time dimension 'time' at axis 2",
                           out_dir=tmp_path / "out")
 
 
@@ -141,7 +129,7 @@ def test_netcdf_file_is_read(sdkd_cli, tmp_path):
 def test_too_few_frames(sdkd_cli, tmp_path):
     dataset = file_dataset(_good(tmp_path), in_steps=4, out_steps=3)
     status, err = _preprocess(sdkd_cli, tmp_path, dataset)
-    _assert_clean_failure(status, err, "6 frames", "in_steps + out_steps = 7",
+    assert_clean_failure(status, err, "6 frames", "in_steps + out_steps = 7",
                           out_dir=tmp_path / "out")
 
 
@@ -151,7 +139,7 @@ def test_non_finite_data(sdkd_cli, tmp_path, bad):
     data[5, 3, 2, 2] = bad
     path = _h5(tmp_path / "data.h5", u=data)
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(path))
-    _assert_clean_failure(status, err, "data.h5", "trajectory 5", "NaN or Inf", "frame 3",
+    assert_clean_failure(status, err, "data.h5", "trajectory 5", "NaN or Inf", "frame 3",
                           out_dir=tmp_path / "out")
 
 
@@ -170,7 +158,7 @@ def test_checksum_mismatch(sdkd_cli, tmp_path):
         config = write_config(tmp_path, {"dr": dataset})
         out = tmp_path / "out" / "2D_diff-react_NA_NA.h5"
         status, err = sdkd_cli("acquire", "--config", config, "--dataset", "dr", "--out", out)
-    _assert_clean_failure(status, err, wrong)
+    assert_clean_failure(status, err, wrong)
     assert leftovers(tmp_path / "out") == []
 
 

@@ -9,70 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from toytrain import COLUMNS, CPU, META, TRAIN, VAL, H, Tiny, W, config, model, mse_loss
 
 from sdkd.errors import SdkdError
 from sdkd.plan import run_id
-from sdkd.train import TrainConfig, engine, fit, load_checkpoint, save_checkpoint
+from sdkd.train import TrainConfig, engine, fit, load_checkpoint, runfolder, save_checkpoint
 from sdkd.train.checkpoint import sub_state_dict
-
-T, C, H, W = 2, 1, 8, 8
-CPU = torch.device("cpu")
-TERMS = ["mse", "mae"]
-COLUMNS = ["epoch", "train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae",
-           "lr", "seconds", "samples_per_s", "peak_memory_mb", "device"]
-
-
-class Tiny(nn.Module):
-    """(B, T, C, H, W) → (B, T, C, H, W): two convolutions over T·C channels, with dropout."""
-
-    def __init__(self, width: int = 8):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(T * C, width, 3, padding=1), nn.GELU(), nn.Dropout(0.2),
-            nn.Conv2d(width, T * C, 3, padding=1),
-        )
-
-    def forward(self, x):
-        b = x.shape[0]
-        return self.net(x.reshape(b, T * C, H, W)).reshape(b, T, C, H, W)
-
-
-class Pairs(Dataset):
-    """x → a fixed local filter of x, plus a little numpy noise (so numpy's RNG matters too)."""
-
-    def __init__(self, n: int, seed: int):
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, T, C, H, W, generator=g)
-        self.y = 0.5 * (self.x + self.x.roll(1, dims=-1)).flip(1)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        noise = torch.from_numpy(np.random.standard_normal((T, C, H, W)).astype("f4"))
-        return self.x[i] + 0.01 * noise, self.y[i]
-
-
-def mse_loss(model, x, y):
-    pred = model(x)
-    mse = F.mse_loss(pred, y)
-    return mse, {"mse": mse, "mae": (pred - y).abs().mean()}
-
-
-def model(seed: int = 0) -> Tiny:
-    torch.manual_seed(seed)
-    return Tiny()
-
-
-TRAIN, VAL = Pairs(32, 1), Pairs(16, 2)
-META = {"dataset": "toy", "channels": C, "in_steps": T, "out_steps": T, "grid": (H, W)}
-
-
-def config(**overrides) -> TrainConfig:
-    return TrainConfig(**{"epochs": 4, "batch_size": 8, "lr": 1e-2, **overrides})
 
 
 def read_csv(path):
@@ -83,13 +26,13 @@ def read_csv(path):
 def test_fit_learns_and_writes_its_outputs(tmp_path, monkeypatch):
     out = tmp_path / "run"
     done_seen = []
-    real_save = engine.save_checkpoint
+    real_save = runfolder.save_checkpoint
 
     def watching(path, payload):
         done_seen.append((out / "done.json").exists())
         return real_save(path, payload)
 
-    monkeypatch.setattr(engine, "save_checkpoint", watching)
+    monkeypatch.setattr(runfolder, "save_checkpoint", watching)
     result = fit(model(), mse_loss, TRAIN, VAL, config(epochs=6), out, device=CPU, meta=META)
 
     assert done_seen and not any(done_seen)  # done.json only after the last checkpoint
@@ -117,7 +60,7 @@ def test_fit_learns_and_writes_its_outputs(tmp_path, monkeypatch):
     assert done["total_seconds"] > 0
 
     # A finished run is returned as stored, without training or writing anything.
-    monkeypatch.setattr(engine, "save_checkpoint", lambda *a: pytest.fail("wrote a checkpoint"))
+    monkeypatch.setattr(runfolder, "save_checkpoint", lambda *a: pytest.fail("wrote a checkpoint"))
     again = fit(model(), mse_loss, TRAIN, VAL, config(epochs=6), out, device=CPU, meta=META)
     assert again.best_val == result.best_val and again.history == result.history
 
@@ -168,7 +111,7 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch, kill, delet
     if monitor is not None:
         assert first.best_epoch == 1
 
-    real_save = engine.save_checkpoint
+    real_save = runfolder.save_checkpoint
 
     def dying(path, payload):
         if kill == "during epoch 3" and path.name == "last.pt" and payload["epoch"] == 3:
@@ -178,10 +121,10 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch, kill, delet
             raise Killed
 
     run = tmp_path / "b"
-    monkeypatch.setattr(engine, "save_checkpoint", dying)
+    monkeypatch.setattr(runfolder, "save_checkpoint", dying)
     with pytest.raises(Killed):
         fit(model(), loss_fn, TRAIN, VAL, cfg, run, device=CPU, meta=META, monitor=monitor)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(runfolder, "save_checkpoint", real_save)
     assert not (run / "done.json").exists()
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
     expected_rows = 3 if kill == "during epoch 3" else 2
@@ -206,17 +149,17 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch, kill, delet
 
 def _killed_after_the_first_epoch(monkeypatch, run):
     """Train into ``run`` until the first last.pt is written, then die as if SIGKILLed."""
-    real_save = engine.save_checkpoint
+    real_save = runfolder.save_checkpoint
 
     def dying(path, payload):
         real_save(path, payload)
         if path.name == "last.pt":
             raise Killed
 
-    monkeypatch.setattr(engine, "save_checkpoint", dying)
+    monkeypatch.setattr(runfolder, "save_checkpoint", dying)
     with pytest.raises(Killed):
         fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(runfolder, "save_checkpoint", real_save)
 
 
 def test_resume_rewrites_outputs_from_last_pt_before_training_on(tmp_path, monkeypatch):

@@ -157,7 +157,8 @@ class TrainedRun:
     weights_sha256: str
 
 
-def load_model(path: Path, expect: Mapping[str, Any]) -> TrainedRun:
+def load_model(path: Path, expect: Mapping[str, Any], *, max_gib: float | None = None
+               ) -> TrainedRun:
     """The model and run identity of a teacher or student checkpoint.
 
     Raises:
@@ -182,7 +183,7 @@ def load_model(path: Path, expect: Mapping[str, Any]) -> TrainedRun:
     problem = identity_problem(ckpt["identity"], ckpt["run_id"])
     if problem is not None:
         raise SdkdError(f"checkpoint {path}: {problem}; train it again")
-    model = build_from_spec(meta["model"])
+    model = build_from_spec(meta["model"], max_gib=max_gib)
     state = ckpt["model"] if role == "teacher" else sub_state_dict(ckpt["model"], "student")
     try:
         model.load_state_dict(state)
@@ -317,7 +318,7 @@ def evaluate_run(
     channels, height, width = test.frame_shape
     expect = {"dataset": dataset, "channels": channels, "in_steps": test.in_steps,
               "out_steps": test.out_steps, "grid": [height, width]}
-    trained = load_model(ckpt_path, expect)
+    trained = load_model(ckpt_path, expect, max_gib=config["limits"]["max_array_gib"])
     model, meta = trained.model, trained.meta
     name = meta["model"]["name"]
     family, size = name.rsplit("-", 1)

@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import torch
+
 from sdkd.errors import SdkdError
 from sdkd.models.base import ForecastModel, check_grid_size
 
@@ -193,8 +195,13 @@ def model_spec(model: ForecastModel) -> dict[str, Any]:
     return copy.deepcopy(spec)
 
 
-def build_from_spec(spec: Mapping[str, Any]) -> ForecastModel:
-    """Rebuild a model from ``model_spec``'s output (e.g. read back from a checkpoint)."""
+def build_from_spec(spec: Mapping[str, Any], *, max_gib: float | None = None) -> ForecastModel:
+    """Rebuild a model from ``model_spec``'s output (e.g. read back from a checkpoint).
+
+    ``max_gib`` bounds the memory its parameters and buffers may take (GiB): a spec read
+    from a file is built on the meta device first (no memory), and refused before
+    allocation when it is larger (``limits.max_array_gib`` in the config).
+    """
     if (
         not isinstance(spec, Mapping)
         or not isinstance(spec.get("name"), str)
@@ -205,4 +212,14 @@ def build_from_spec(spec: Mapping[str, Any]) -> ForecastModel:
     missing = [k for k in ("in_steps", "out_steps", "channels") if k not in kwargs]
     if missing:
         raise SdkdError(f"model spec for {spec['name']!r} lacks {', '.join(missing)}")
+    if max_gib is not None:
+        with torch.device("meta"):
+            shadow = build_model(spec["name"], **kwargs)
+        tensors = [*shadow.parameters(), *shadow.buffers()]
+        gib = sum(t.numel() * t.element_size() for t in tensors) / 2**30
+        if gib > max_gib:
+            raise SdkdError(
+                f"model spec for {spec['name']!r}: its weights would take {gib:.3g} GiB, more "
+                f"than limits.max_array_gib = {max_gib:g}; raise it if the model is real"
+            )
     return build_model(spec["name"], **kwargs)

@@ -5,8 +5,10 @@ learning-rate schedule, validates after every epoch, keeps the best weights, sto
 early when asked, and checkpoints every epoch so that a killed job resumes exactly
 where it stopped. Its loop reads top to bottom in one screen; the steps it names are
 below it: :class:`Trainer` (model, optimizer, schedule and the one training step),
-:class:`_Progress` (the epoch counters and history), :class:`_RunFiles` (restore,
-commit and finish in the run folder). There is no framework and no callback machinery.
+:class:`_Progress` (the epoch counters and history), :func:`_restore`, :func:`_commit`
+and :func:`_summary`; the files themselves, their lock and staging, are
+:class:`sdkd.train.runfolder.RunFolder`'s. There is no framework and no callback
+machinery.
 
 What is trained
     ``model`` is *everything* that is optimized and checkpointed. A student alone is
@@ -88,14 +90,14 @@ from tqdm.auto import tqdm
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
-from sdkd.plan import SPEED_ONLY_TRAINING_KEYS, identity_changes, run_id
-from sdkd.train.checkpoint import load_checkpoint, plain, save_checkpoint
+from sdkd.plan import SPEED_ONLY_TRAINING_KEYS
+from sdkd.train.checkpoint import plain
+from sdkd.train.runfolder import LAST, RunFolder
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Mapping[str, Tensor]]]
 
-LAST, BEST, HISTORY, DONE = "last.pt", "best.pt", "history.csv", "done.json"
 
 
 @dataclass
@@ -183,6 +185,7 @@ def fit(
     device: torch.device,
     meta: Mapping[str, Any] | None = None,
     identity: Mapping[str, Any] | None = None,
+    attachments: Mapping[str, str] | None = None,
     resume: bool = True,
     monitor: str | None = None,
 ) -> TrainResult:
@@ -202,38 +205,50 @@ def fit(
     unfinished one continues from ``last.pt`` only when their identity equals this one;
     otherwise training starts over, with one log line naming what changed. Resuming
     first rewrites ``best.pt`` and ``history.csv`` from ``last.pt``, so they may be
-    missing. With ``resume=False`` training always starts over.
+    missing. With ``resume=False`` training always starts over. A run that starts over
+    in a folder holding another run's files trains in its staging folder and replaces
+    those files only once it has finished (:mod:`sdkd.train.runfolder`); two processes
+    never train in one folder at once.
+
+    ``attachments`` are text files (name → content) committed with every epoch, e.g.
+    the resolved config as ``config.yaml``.
 
     ``monitor`` names the validation term that picks ``best.pt`` and drives early
     stopping (default: the total loss). A distilled student is selected on ``gt``, its
     forecast error, not on a total that also holds the distillation terms.
     """
-    run = _RunFiles.open(out_dir, meta, identity, cfg)
-    if resume and (finished := run.finished()) is not None:
-        return finished
-    run.done.unlink(missing_ok=True)
-    device = torch.device(device)
-    train_loader, val_loader = _loaders(train_set, val_set, cfg, device)
-    trainer = Trainer(model, loss_fn, cfg, device, steps_per_epoch=len(train_loader))
-    progress = run.restore(trainer) if resume else None
-    if progress is None:
-        progress = _Progress()
-        seed_everything(cfg.seed)
+    folder = RunFolder(out_dir, meta=meta or {}, identity=_identity(identity, cfg, meta),
+                       config=dataclasses.asdict(cfg), attachments=attachments)
+    with folder.session():
+        if resume and (summary := folder.finished(_read_summary)) is not None:
+            return _result(summary, folder.out_dir)
+        device = torch.device(device)
+        train_loader, val_loader = _loaders(train_set, val_set, cfg, device)
+        trainer = Trainer(model, loss_fn, cfg, device, steps_per_epoch=len(train_loader))
+        progress = _restore(folder, trainer, cfg) if resume else None
+        if progress is None:
+            folder.start_fresh()
+            progress = _Progress()
+            seed_everything(cfg.seed)
 
-    while progress.epoch < cfg.epochs and not progress.stopped_early(cfg):
-        progress.epoch += 1
-        t0 = time.perf_counter()
-        train_means, seen = _train_epoch(trainer, train_loader, progress.epoch, run.last)
-        train_seconds = time.perf_counter() - t0
-        val_means = _validate(trainer, val_loader, progress.epoch, run.last)
-        improved = progress.record(
-            trainer.term_names, train_means, val_means, monitor, lr=trainer.epoch_lr,
-            seconds=time.perf_counter() - t0, samples_per_s=seen / train_seconds,
-            peak_memory_mb=_peak_memory_mb(device), device=trainer.device_name,
-        )
-        run.commit(progress, trainer, improved)
+        while progress.epoch < cfg.epochs and not progress.stopped_early(cfg):
+            progress.epoch += 1
+            t0 = time.perf_counter()
+            train_means, seen = _train_epoch(trainer, train_loader, progress.epoch, folder.work)
+            train_seconds = time.perf_counter() - t0
+            val_means = _validate(trainer, val_loader, progress.epoch, folder.work)
+            improved = progress.record(
+                trainer.term_names, train_means, val_means, monitor, lr=trainer.epoch_lr,
+                seconds=time.perf_counter() - t0, samples_per_s=seen / train_seconds,
+                peak_memory_mb=_peak_memory_mb(device), device=trainer.device_name,
+            )
+            _commit(folder, progress, trainer, improved, cfg)
 
-    return run.finish(progress, trainer.device_name)
+        summary = _summary(folder, progress, cfg, trainer.device_name)
+        folder.finish(summary)
+        log.info("finished %s: best val %.4g at epoch %d", folder.out_dir, progress.best_val,
+                 progress.best_epoch)
+        return _result(summary, folder.out_dir)
 
 
 class Trainer:
@@ -370,141 +385,72 @@ class _Progress:
         return improved
 
 
-@dataclass
-class _RunFiles:
-    """The files of one run folder and what they must belong to (meta and identity)."""
+def _identity(identity: Mapping[str, Any] | None, cfg: TrainConfig,
+              meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The pipeline's identity, or (for direct callers) the train config less its
+    speed-only keys, and ``meta``."""
+    if identity is not None:
+        return dict(identity)
+    train = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in SPEED_ONLY_TRAINING_KEYS}
+    return {"train": train, "meta": plain(dict(meta or {}), where="meta")}
 
-    out_dir: Path
-    meta: dict[str, Any]
-    identity: dict[str, Any]
-    run_id: str
-    cfg: TrainConfig
-    _told: bool = False  # the change was logged (done.json and last.pt say the same)
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.cfg)
+def _restore(folder: RunFolder, trainer: Trainer, cfg: TrainConfig) -> _Progress | None:
+    """The progress of an interrupted run of this identity, its state loaded into
+    ``trainer``; None when there is none."""
+    ckpt = folder.resumable()
+    if ckpt is None:
+        return None
+    trainer.load_state(ckpt, folder.work / LAST)
+    try:
+        progress = _Progress(ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"],
+                             ckpt["bad_epochs"], list(ckpt["history"]), ckpt["best"])
+    except KeyError as exc:
+        raise SdkdError(f"checkpoint {folder.work / LAST}: has no {exc}; delete it to train "
+                        "again") from None
+    log.info("resuming %s after epoch %d of %d", folder.work, progress.epoch, cfg.epochs)
+    folder.rebuild(progress.best, lambda path: write_history(path, progress.history))
+    return progress
 
-    @classmethod
-    def open(cls, out_dir: str | Path, meta: Mapping[str, Any] | None,
-             identity: Mapping[str, Any] | None, cfg: TrainConfig) -> _RunFiles:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        meta = plain(dict(meta or {}), where="meta")
-        if identity is None:
-            train = {k: v for k, v in dataclasses.asdict(cfg).items()
-                     if k not in SPEED_ONLY_TRAINING_KEYS}
-            identity = {"train": train, "meta": meta}
-        identity = plain(dict(identity), where="identity")
-        return cls(out_dir, meta, identity, run_id(identity), cfg)
 
-    @property
-    def last(self) -> Path:
-        return self.out_dir / LAST
-
-    @property
-    def done(self) -> Path:
-        return self.out_dir / DONE
-
-    def _stale(self, stored: Mapping[str, Any], path: Path) -> bool:
-        """True (and one log line naming what changed) when ``stored`` is another run."""
-        changes = identity_changes(stored.get("identity"), self.identity)
-        if changes and not self._told:
-            self._told = True
-            more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
-            log.warning("%s belongs to another run (%s%s); training from scratch",
-                        path, "; ".join(changes[:3]), more)
-        return bool(changes)
-
-    def finished(self) -> TrainResult | None:
-        """The stored result of a finished run of this identity, or None.
-
-        A finished run missing ``best.pt`` or ``history.csv`` (a workflow manager deletes
-        declared outputs before a rerun) is not returned: its ``last.pt`` rebuilds them.
-        """
-        if not self.done.exists():
-            return None
-        summary = _read_summary(self.done)
-        if self._stale(summary, self.done):
-            return None
-        missing = [name for name in (BEST, HISTORY) if not (self.out_dir / name).exists()]
-        if missing:
-            then = f"rebuilding from {LAST}" if self.last.exists() else "training again"
-            log.warning("%s: finished, but %s missing; %s", self.out_dir,
-                        " and ".join(missing), then)
-            return None
-        log.info("%s: already finished (best val %.4g at epoch %d)", self.out_dir,
-                 summary["best_val"], summary["best_epoch"])
-        return _result(summary, self.out_dir)
-
-    def restore(self, trainer: Trainer) -> _Progress | None:
-        """The progress stored in ``last.pt`` when it belongs to this run, else None.
-
-        Rewrites ``best.pt`` and ``history.csv`` from it: they may be missing (deleted
-        by the workflow manager) or one epoch ahead (killed before ``last.pt``).
-        """
-        if not self.last.exists():
-            return None
-        ckpt = load_checkpoint(self.last, what="checkpoint")
-        if self._stale(ckpt, self.last):
-            return None
-        trainer.load_state(ckpt, self.last)
-        try:
-            progress = _Progress(ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"],
-                                 ckpt["bad_epochs"], list(ckpt["history"]), ckpt["best"])
-        except KeyError as exc:
-            raise SdkdError(f"checkpoint {self.last}: has no {exc}; delete it to train again"
-                            ) from None
-        log.info("resuming %s after epoch %d of %d", self.out_dir, progress.epoch,
-                 self.cfg.epochs)
-        save_checkpoint(self.out_dir / BEST, progress.best)
-        write_history(self.out_dir / HISTORY, progress.history)
-        return progress
-
-    def commit(self, progress: _Progress, trainer: Trainer, improved: bool) -> None:
-        """best.pt (if improved), history.csv, then last.pt: the commit point of an epoch."""
-        stamp = {"meta": self.meta, "config": self.config, "identity": self.identity,
-                 "run_id": self.run_id}
-        if improved:
-            # A CPU copy: the weights change next epoch, and every last.pt carries it.
-            progress.best = {
-                "kind": "best", "model": _cpu_copy(trainer.model.state_dict()), **stamp,
-                "epoch": progress.epoch, "val_loss": progress.history[-1]["val_loss"],
-                "history_row": progress.history[-1],
-            }
-            save_checkpoint(self.out_dir / BEST, progress.best)
-        write_history(self.out_dir / HISTORY, progress.history)
-        save_checkpoint(self.last, {
-            "kind": "last", **trainer.state(), **stamp, "epoch": progress.epoch,
-            "best_val": progress.best_val, "best_epoch": progress.best_epoch,
-            "bad_epochs": progress.bad_epochs, "history": progress.history,
-            "best": progress.best,
-        })
-        if progress.stopped_early(self.cfg):
-            log.info("early stop after epoch %d: no improvement for %d epochs (best: epoch %d)",
-                     progress.epoch, progress.bad_epochs, progress.best_epoch)
-
-    def finish(self, progress: _Progress, device_name: str) -> TrainResult:
-        """Write ``done.json``, the mark of a finished run, and return the result."""
-        summary = {
-            "format_version": 1,
-            "epochs_run": progress.epoch,
-            "best_epoch": progress.best_epoch,
-            "best_val": progress.best_val,
-            "total_seconds": sum(r["seconds"] for r in progress.history),
-            "stopped_early": progress.stopped_early(self.cfg),
-            "device": device_name,
-            "run_id": self.run_id,
-            "identity": self.identity,
-            "meta": self.meta,
-            "config": self.config,
-            "history": progress.history,
+def _commit(folder: RunFolder, progress: _Progress, trainer: Trainer, improved: bool,
+            cfg: TrainConfig) -> None:
+    """Write this epoch: best.pt when it improved, the history, last.pt."""
+    if improved:
+        # A CPU copy: the weights change next epoch, and every last.pt carries it.
+        progress.best = {
+            "kind": "best", "model": _cpu_copy(trainer.model.state_dict()), **folder.stamp(),
+            "epoch": progress.epoch, "val_loss": progress.history[-1]["val_loss"],
+            "history_row": progress.history[-1],
         }
-        with atomic_path(self.done) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("finished %s: best val %.4g at epoch %d", self.out_dir, progress.best_val,
-                 progress.best_epoch)
-        return _result(summary, self.out_dir)
+    folder.commit(
+        best=progress.best if improved else None,
+        history_writer=lambda path: write_history(path, progress.history),
+        last={"kind": "last", **trainer.state(), **folder.stamp(), "epoch": progress.epoch,
+              "best_val": progress.best_val, "best_epoch": progress.best_epoch,
+              "bad_epochs": progress.bad_epochs, "history": progress.history,
+              "best": progress.best},
+    )
+    if progress.stopped_early(cfg):
+        log.info("early stop after epoch %d: no improvement for %d epochs (best: epoch %d)",
+                 progress.epoch, progress.bad_epochs, progress.best_epoch)
+
+
+def _summary(folder: RunFolder, progress: _Progress, cfg: TrainConfig, device_name: str
+             ) -> dict[str, Any]:
+    """What ``done.json`` says about a finished run."""
+    return {
+        "format_version": 1,
+        "epochs_run": progress.epoch,
+        "best_epoch": progress.best_epoch,
+        "best_val": progress.best_val,
+        "total_seconds": sum(r["seconds"] for r in progress.history),
+        "stopped_early": progress.stopped_early(cfg),
+        "device": device_name,
+        **folder.stamp(),
+        "history": progress.history,
+    }
 
 
 # ---- pieces of the loop ---------------------------------------------------------------------
@@ -526,7 +472,7 @@ def _loaders(
 
 
 def _train_epoch(
-    trainer: Trainer, loader: DataLoader, epoch: int, last_path: Path
+    trainer: Trainer, loader: DataLoader, epoch: int, work: Path
 ) -> tuple[list[float], int]:
     """One pass over ``loader``: (per-sample means of [total, *terms], samples seen).
 
@@ -548,7 +494,7 @@ def _train_epoch(
         if step % trainer.log_every == 0 or step == len(loader):
             block = torch.stack(pending).cpu()  # the one host sync per block of steps
             _raise_if_nonfinite(block, trainer.term_names, epoch, step - len(pending) + 1,
-                                last_path)
+                                work / LAST)
             sums = block.sum(0) if sums is None else sums + block.sum(0)
             pending.clear()
             bar.set_postfix(loss=f"{sums[0].item() / seen:.4g}", lr=f"{trainer.epoch_lr:.3g}")
@@ -556,7 +502,7 @@ def _train_epoch(
     return (sums[:-1] / seen).tolist(), seen
 
 
-def _validate(trainer: Trainer, loader: DataLoader, epoch: int, last_path: Path) -> list[float]:
+def _validate(trainer: Trainer, loader: DataLoader, epoch: int, work: Path) -> list[float]:
     """Per-sample means of [total, *terms] over ``loader`` with the model in eval mode."""
     trainer.model.eval()
     sums, seen = None, 0
@@ -572,7 +518,7 @@ def _validate(trainer: Trainer, loader: DataLoader, epoch: int, last_path: Path)
                if not math.isfinite(v)]
         raise SdkdError(
             f"validation loss is non-finite at epoch {epoch} ({', '.join(bad)}); "
-            f"nothing was written for this epoch; {_last_good(last_path, epoch)}"
+            f"nothing was written for this epoch; {_last_good(work / LAST, epoch)}"
         )
     return means
 

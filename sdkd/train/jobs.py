@@ -27,12 +27,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import h5py
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from sdkd.atomic import atomic_path
 from sdkd.data.dataset import ForecastWindows, fingerprint
 from sdkd.distill.cache import with_teacher_forecasts
 from sdkd.distill.settings import band_setting
@@ -50,11 +50,24 @@ log = logging.getLogger(__name__)
 _DATA_KEYS = ("in_memory",)
 
 
-def load_splits(path: str | Path, training: Mapping[str, Any]) -> tuple[ForecastWindows, ...]:
-    """Train and validation windows of a canonical dataset."""
-    return tuple(
+def load_splits(
+    path: str | Path, training: Mapping[str, Any], dataset: str
+) -> tuple[ForecastWindows, ...]:
+    """Train and validation windows of the canonical file of ``dataset``.
+
+    The file knows which dataset it holds: a teacher or student labelled with one
+    dataset's name is never trained on another's file.
+    """
+    splits = tuple(
         ForecastWindows(path, split, in_memory=training["in_memory"]) for split in ("train", "val")
     )
+    with h5py.File(path, "r") as f:
+        holds = f.attrs.get("dataset")
+    holds = holds.decode() if isinstance(holds, bytes) else holds
+    if holds != dataset:
+        raise SdkdError(f"{path}: holds dataset {holds!r}, not {dataset!r}; give the canonical "
+                        f"file of {dataset!r} (results/data/{dataset}.h5)")
+    return splits
 
 
 def data_meta(name: str, data: ForecastWindows) -> dict[str, Any]:
@@ -74,10 +87,9 @@ def train_config(training: Mapping[str, Any], seed: int) -> TrainConfig:
     return TrainConfig(seed=seed, **engine_keys)
 
 
-def _write_config(config: Mapping[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+def _config_file(config: Mapping[str, Any]) -> dict[str, str]:
+    """The resolved config, committed with the run as ``config.yaml``."""
+    return {"config.yaml": yaml.safe_dump(dict(config), sort_keys=False)}
 
 
 def _build(name: str, overrides: Mapping[str, Any], meta: Mapping[str, Any]) -> ForecastModel:
@@ -133,25 +145,27 @@ def train_teacher(
     """Train ``config['models']['teacher']`` on ``dataset``; files as in the module docstring."""
     out_dir = Path(out_dir)
     training = config["training"]["teacher"]
-    train_set, val_set = load_splits(data_path, training)
+    train_set, val_set = load_splits(data_path, training, dataset)
     meta = data_meta(dataset, train_set)
     identity = run_identity(run_spec(config, dataset, "teacher"), data=fingerprint(data_path))
     torch.manual_seed(config["seed"])
     model = _build(config["models"]["teacher"], config["models"]["teacher_overrides"], meta)
     meta |= {"role": "teacher", "model": model_spec(model)}
-    _write_config(config, out_dir)
     with _device_lease(device) as lease:
         log.info("teacher %s on %s: %d parameters", model.name, lease.device,
                  model.num_parameters())
         return fit(model, mse_loss, train_set, val_set, train_config(training, config["seed"]),
-                   out_dir, device=lease.device, meta=meta, identity=identity)
+                   out_dir, device=lease.device, meta=meta, identity=identity,
+                   attachments=_config_file(config))
 
 
 def load_teacher(
-    path: str | Path, expect: Mapping[str, Any], identity: Mapping[str, Any] | None = None
+    path: str | Path, expect: Mapping[str, Any], identity: Mapping[str, Any] | None = None,
+    *, max_gib: float | None = None,
 ) -> ForecastModel:
     """The frozen teacher of a ``best.pt``, checked against the dataset's ``expect`` and,
-    when given, the teacher ``identity`` (spec and data) the student was planned with."""
+    when given, the teacher ``identity`` (spec and data) the student was planned with;
+    ``max_gib`` bounds the size of the model its spec describes."""
     what = "teacher checkpoint"
     ckpt = load_checkpoint(path, expect={**expect, "role": "teacher"}, what=what)
     if identity is not None and (changes := identity_changes(ckpt.get("identity"), identity)):
@@ -159,7 +173,7 @@ def load_teacher(
             f"{what} {path} is not the teacher this config distils from ({changes[0]}); "
             "train the teacher of this config first"
         )
-    teacher = build_from_spec(ckpt["meta"]["model"])
+    teacher = build_from_spec(ckpt["meta"]["model"], max_gib=max_gib)
     teacher.load_state_dict(ckpt["model"])
     teacher.eval().requires_grad_(False)
     return teacher
@@ -188,14 +202,15 @@ def distill_student(
     out_dir = Path(out_dir)
     training = config["training"]["student"]
     setting = band_setting(config["distill"], bands)
-    train_set, val_set = load_splits(data_path, training)
+    train_set, val_set = load_splits(data_path, training, dataset)
     meta = data_meta(dataset, train_set)
     spec, data = run_spec(config, dataset, "student", student, bands, seed), fingerprint(data_path)
     teacher = None
     if setting.setting != "none":
         if teacher_path is None:
             raise SdkdError(f"band setting {bands!r} distils from a teacher: give --teacher")
-        teacher = load_teacher(teacher_path, meta, run_identity(spec["teacher"], data=data))
+        teacher = load_teacher(teacher_path, meta, run_identity(spec["teacher"], data=data),
+                               max_gib=config["limits"]["max_array_gib"])
     identity = run_identity(spec, data=data,
                             teacher=weights_sha256(teacher.state_dict()) if teacher else None)
     torch.manual_seed(seed)
@@ -205,7 +220,6 @@ def distill_student(
     trainable = nn.ModuleDict({"student": model, "kd": kd})
     meta |= {"role": "student", "model": model_spec(model), "bands": bands,
              "setting": setting.setting, "seed": seed}
-    _write_config(config, out_dir)
 
     with _device_lease(device) as lease:
         if teacher is not None:
@@ -225,4 +239,5 @@ def distill_student(
                  lease.device, model.num_parameters())
         return fit(trainable, student_loss(teacher), train_set, val_set,
                    train_config(training, seed), out_dir,
-                   device=lease.device, meta=meta, identity=identity, monitor="gt")
+                   device=lease.device, meta=meta, identity=identity,
+                   attachments=_config_file(config), monitor="gt")
