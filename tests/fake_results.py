@@ -14,6 +14,8 @@ writes, for every run of ``expected_runs(config)``:
   ``students/{dataset}/{student}/{bands}/seed-{seed}/history.csv``: 5 epochs in the
   columns of the training engine (teachers: ``mse`` terms; students: ``gt`` and ``kd``).
 
+:func:`write_data_file` makes a dataset's canonical HDF5 file (for the provenance).
+
 The numbers are plausible and ordered: the teacher is best, every distilled setting
 beats the plain student (``none``), ``dual`` beats the other settings, the ``m`` size
 beats ``s``, and seeds differ by a few per cent. ``seed`` makes the noise reproducible.
@@ -37,11 +39,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 from helpers import experiment, file_dataset
 
 from sdkd.config import validate
-from sdkd.evaluate.format import SCHEMA_VERSION
+from sdkd.data.preprocess import preprocess
+from sdkd.evaluate.format import SCHEMA_VERSION, spectrum_shells
 from sdkd.plan import expected_runs, run_id, run_identity, run_spec
 
 GRID = 8
@@ -220,7 +224,7 @@ def fake_evaluation(
     band_mse = mse * shares / shares.sum()
 
     # spectrum: k shells of width 1 up to the corner of the grid
-    k = np.arange(int(GRID / 2 * math.sqrt(2)) + 1)
+    k = np.arange(spectrum_shells(GRID, GRID))
     truth_spec = 5.0 * (1.0 + k) ** -3.0
     sharp = 8.0 if not student else SETTING_SHARPNESS.get(run["setting"], 2.5)
     pred_spec = truth_spec * np.exp(-((k / sharp) ** 2))
@@ -319,3 +323,16 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_data_file(root: Path, config: Mapping[str, Any], name: str) -> Path:
+    """A canonical HDF5 file of dataset ``name`` under ``root/data``, made by the real
+    preprocess step from a small raw file (6 × 8 frames of 8 × 8)."""
+    raw = root / "raw" / f"{name}.h5"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(name))
+    with h5py.File(raw, "w") as f:
+        f["u"] = rng.normal(size=(6, 8, 8, 8)).astype(np.float32)  # N T H W
+    block = copy.deepcopy(config["datasets"][name])
+    block["file"]["path"] = str(raw)
+    return preprocess(raw, root / "data" / f"{name}.h5", block, name=name)

@@ -1,8 +1,11 @@
-"""The report page as the tests read it, and the check that its summary equals the data."""
+"""The report page as the tests read it, the check that its summary equals the data, and
+headless chromium to open it."""
 
 from __future__ import annotations
 
+import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,6 +16,7 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
         "track", "wbr"}
 URL_ATTRS = {"src", "href", "srcset", "action", "formaction", "data", "poster", "background",
              "xlink:href", "cite", "longdesc"}
+CHROMIUM = Path("/usr/bin/chromium")
 
 class Page(HTMLParser):
     """Everything the tests look at, plus a check that every element is closed in order."""
@@ -173,3 +177,25 @@ def _assert_row(row: dict[str, str], expected: dict[str, float], runs: pd.DataFr
     assert row["SSIM"] == fmt_metric("ssim", expected["ssim"]), row
     if len(runs) > 1:
         assert row["MSE"].split(" ± ")[1] == f"{runs['mse'].std(ddof=1):.2g}", row
+
+
+def chromium(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run headless chromium with ``args`` (a fresh profile under ``tmp_path``, no network);
+    asserts that it succeeded."""
+    profile = tmp_path / f"profile-{name}"
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0", *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def console_problems(stderr: str) -> list[str]:
+    """Console lines in chromium's log: the report prints nothing, so each is a problem."""
+    # Chromium logs every console message (console.error included) as INFO:CONSOLE
+    return [line for line in stderr.splitlines()
+            if ":CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]

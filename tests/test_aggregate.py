@@ -244,7 +244,6 @@ def test_bands_key_as_string(config, tmp_path):
     make_fake_results(tmp_path, config)
     root = tmp_path / "eval" / NS / "unet-s"
     doc = json.loads((root / "dual/seed-0.json").read_text())
-    doc["band_errors"] = doc.pop("bands")
     (root / "dual/seed-0.json").write_text(json.dumps(doc | {"bands": "dual"}))
     (root / "dual/seed-1.json").write_text(json.dumps(doc | {"bands": "low", "seed": 1}))
     frame, _ = run_aggregate(config, tmp_path)

@@ -30,16 +30,23 @@ def test_write_then_read(doc, tmp_path):
     written = evalfile.write_evaluation(path, doc)
     assert written["metrics"]["psnr"] is None
     assert json.loads(path.read_text()) == written  # strict JSON: no Infinity token
-    assert evalfile.read_evaluation(path) == written
     assert leftovers(tmp_path) == ["eval/run.json"]
-    with pytest.raises(evalfile.InvalidEvaluation, match=rf"{path}: metrics\.psnr is None"):
-        evalfile.metrics(written, path)
+    with pytest.raises(evalfile.InvalidEvaluation, match=r"^metrics\.psnr is None"):
+        evalfile.metrics(written)
+    # the whole-file check runs every section's parser and names the file
+    with pytest.raises(evalfile.InvalidEvaluation, match=rf"^{path}: metrics\.psnr is None"):
+        evalfile.read_evaluation(path)
+    written["metrics"]["psnr"] = 30.0
+    evalfile.write_evaluation(path, written)
+    assert evalfile.read_evaluation(path) == written
 
 
 def test_sections(doc):
-    assert evalfile.metrics(doc, "x.json") == {k: doc["metrics"][k] for k in evalfile.METRICS}
-    assert evalfile.per_lead_time(doc).tolist() == doc["per_lead_time"]["mse"]
-    assert evalfile.per_lead_time(doc, "ssim").tolist() == doc["per_lead_time"]["ssim"]
+    assert evalfile.metrics(doc) == {k: doc["metrics"][k] for k in evalfile.METRICS}
+    per_lead = evalfile.per_lead_time(doc)
+    assert set(per_lead) == set(evalfile.METRICS)
+    assert per_lead["mse"].tolist() == doc["per_lead_time"]["mse"]
+    assert per_lead["ssim"].tolist() == doc["per_lead_time"]["ssim"]
     spectrum = evalfile.spectrum(doc)
     assert spectrum.k.tolist() == doc["spectrum"]["k"]
     assert spectrum.error.tolist() == doc["spectrum"]["error"]
@@ -56,30 +63,33 @@ def test_sections(doc):
     assert values["inference_device"] == "cpu (2 threads)"
 
 
-@pytest.mark.parametrize("section, broken", [
-    ("per_lead_time", {"mse": [1.0, None]}),
-    ("per_lead_time", [1.0]),
-    ("spectrum", {"k": [0, 1], "prediction": [1, 2], "truth": [1, 2], "error": [1]}),
-    ("spectrum", None),
-    ("band_errors", {"cutoffs": [4.0, 8.0], "mse": [1.0, 2.0]}),  # K = len(cutoffs) + 1
-    ("band_errors", {"cutoffs": "4", "mse": [1.0, 2.0]}),
-    ("sample", {"truth": [[[1.0]]], "prediction": [[[1.0, 2.0]]]}),
-    ("sample", {"truth": [[1.0]], "prediction": [[1.0]]}),  # not (L, H, W)
-])
-def test_a_broken_section_is_none(doc, section, broken):
-    parse = getattr(evalfile, section)
-    assert parse(doc | {section: broken}) is None
+@pytest.mark.parametrize("section", ["per_lead_time", "spectrum", "band_errors", "sample"])
+def test_a_null_section_is_absent(doc, section):
+    assert getattr(evalfile, section)(doc | {section: None}) is None
 
 
-def test_lenient_parts_of_sections(doc):
-    bands = dict(doc["band_errors"], truth_energy=[1.0])
-    assert evalfile.band_errors(doc | {"band_errors": bands}).truth_energy is None
-    sample = dict(doc["sample"], lead_times="first and last", channel=3)
-    parsed = evalfile.sample(doc | {"sample": sample})
-    assert parsed.lead_times == [1, 2] and parsed.channel is None
-    values, lacking = evalfile.efficiency(doc | {"efficiency": {"parameters": 5}})
+def test_values_that_may_be_null(doc):
+    """A lead time may lack a PSNR, SSIM or relative L2 (NaN here), never an MSE; costs
+    and devices may be null or absent (listed as lacking)."""
+    per_lead = copy.deepcopy(doc["per_lead_time"])
+    per_lead["psnr"][1] = None
+    assert math.isnan(evalfile.per_lead_time(doc | {"per_lead_time": per_lead})["psnr"][1])
+    per_lead["mse"][1] = None
+    with pytest.raises(evalfile.InvalidEvaluation, match=r"per_lead_time\.mse\[1\] is None"):
+        evalfile.per_lead_time(doc | {"per_lead_time": per_lead})
+    values, lacking = evalfile.efficiency(doc | {"efficiency": {"parameters": 5,
+                                                                "inference": None}})
     assert values["parameters"] == 5.0 and values["latency_ms"] is None
     assert "efficiency.inference.latency_ms" in lacking and len(lacking) == 8
+    assert evalfile.efficiency(doc | {"efficiency": None})[1] == [
+        ".".join(keys) for keys in (*evalfile.EFFICIENCY.values(), *evalfile.DEVICES.values())]
+
+
+@pytest.mark.parametrize("grid", [(8, 8), (16, 16), (7, 9), (64, 32), (1, 5), (33, 2)])
+def test_spectrum_shells_are_those_of_the_accumulator(grid):
+    from sdkd.evaluate.spectra import shell_count  # torch: only here, not in the format
+
+    assert evalfile.spectrum_shells(*grid) == shell_count(*grid)
 
 
 def test_identity_problem(doc):

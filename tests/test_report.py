@@ -15,13 +15,11 @@ import base64
 import copy
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
 import matplotlib.image
-import numpy as np
 import pandas as pd
 import pytest
 from fake_results import (
@@ -30,12 +28,12 @@ from fake_results import (
     plant_identity,
     subset_config,
     tiny_config,
+    write_data_file,
 )
 from helpers import leftovers
-from htmlpage import Page, assert_summary_matches
+from htmlpage import CHROMIUM, Page, assert_summary_matches, chromium, console_problems
 
 from sdkd.config import validate
-from sdkd.data.preprocess import preprocess
 from sdkd.errors import SdkdError
 from sdkd.evaluate.format import band_labels
 from sdkd.report.aggregate import aggregate, read_metrics
@@ -47,7 +45,6 @@ from sdkd.report.provenance import git_commit, package_versions
 NS, DR = "navier_stokes", "diffusion_reaction"
 STUDENT = "unet-s"
 CONFIG_TEXT = "# the config as the user wrote it\nseed: 0  # master seed\n"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def small_config() -> dict:
@@ -57,18 +54,6 @@ def small_config() -> dict:
     settings = config["distill"]["settings"]
     config["distill"]["settings"] = {k: settings[k] for k in ("none", "low", "dual", "output")}
     return validate(config, source="small_config")
-
-
-def write_data_file(root: Path, config: dict, name: str) -> Path:
-    """A canonical HDF5 file made by the real preprocess step from a small raw file."""
-    raw = root / "raw" / f"{name}.h5"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(name))
-    with h5py.File(raw, "w") as f:
-        f["u"] = rng.normal(size=(6, 8, 8, 8)).astype(np.float32)  # N T H W
-    block = copy.deepcopy(config["datasets"][name])
-    block["file"]["path"] = str(raw)
-    return preprocess(raw, root / "data" / f"{name}.h5", block, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -429,26 +414,6 @@ def test_bad_input_names_the_file(built, tmp_path, case):
     assert not list(tmp_path.glob(".report.html.*"))
 
 
-def _chromium(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp_path / f"profile-{name}"
-    command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0", *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
-
-
-def _console_problems(stderr: str) -> list[str]:
-    # Chromium logs every console message (console.error included) as INFO:CONSOLE;
-    # the report prints nothing, so any console line is a problem.
-    return [line for line in stderr.splitlines()
-            if ":CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]
-
-
 @pytest.mark.workflow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install "
                                                    "chromium)")
@@ -457,18 +422,18 @@ def test_chromium_renders_the_page(built, tmp_path):
                         config_text=CONFIG_TEXT, debug_checks=True)
     url = out.resolve().as_uri()
     shot = tmp_path / "report.png"
-    result = _chromium(tmp_path, "shot", f"--screenshot={shot}", "--window-size=1280,2000",
+    result = chromium(tmp_path, "shot", f"--screenshot={shot}", "--window-size=1280,2000",
                        url)
-    assert _console_problems(result.stderr) == []
+    assert console_problems(result.stderr) == []
     image = matplotlib.image.imread(shot)
     assert image.shape[:2] == (2000, 1280)
     assert shot.stat().st_size > 50_000
     assert float(image[..., :3].std()) > 0.05, "the screenshot is blank"
     n = len(built.manifest)
     for width in (1280, 420):  # wide: every image decodes; narrow: tables scroll, page does not
-        result = _chromium(tmp_path, f"dom-{width}", "--dump-dom",
+        result = chromium(tmp_path, f"dom-{width}", "--dump-dom",
                            f"--window-size={width},2000", url)
-        assert _console_problems(result.stderr) == []
+        assert console_problems(result.stderr) == []
         body = next(attrs for tag, attrs in Page(result.stdout).tags if tag == "body")
         assert body.get("data-images-ok") == f"{n}/{n}"
         assert body.get("data-external-loads") == "0"

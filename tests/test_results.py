@@ -155,7 +155,8 @@ def test_baseline_best_and_band_errors(tmp_path):
     make_fake_results(tmp_path, config)
     path = tmp_path / "eval" / NS / "unet-m/low/seed-0.json"
     doc = json.loads(path.read_text())
-    path.write_text(json.dumps(doc | {"band_errors": {"cutoffs": [2.0], "mse": [1.0, 1.0]}}))
+    path.write_text(json.dumps(doc | {"band_errors": {"cutoffs": [2.0], "mse": [1.0, 1.0],
+                                                      "truth_energy": [2.0, 1.0]}}))
     path = tmp_path / "eval" / NS / "unet-m/high/seed-0.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | {"band_errors": None}))
     results = results_of(config, tmp_path / "eval")

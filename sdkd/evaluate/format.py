@@ -2,17 +2,23 @@
 
 Every module that touches an evaluation file goes through this one: ``sdkd evaluate``
 writes with :func:`write_evaluation`; the report side reads with :func:`read_evaluation`
-(the whole-file check: schema version, top-level keys, run identity, and the run the
-file should belong to) and then takes each section through its parser:
+(the whole-file check: size, schema version, top-level keys, run identity, the run the
+file should belong to, and every section through its parser), then takes each section
+through its parser again for its values:
 
-- :func:`metrics` raises :class:`InvalidEvaluation` unless all six are finite numbers
-  (a run without them has no result);
-- :func:`per_lead_time`, :func:`spectrum`, :func:`band_errors`, :func:`sample` return
-  typed arrays, or ``None`` for a section that is absent or malformed (the figure or
-  table that needs it leaves the run out);
-- :func:`efficiency` returns every cost, ``None`` where the file lacks it, and the
-  dotted keys it lacks;
-- :func:`identity` returns the run identity.
+- :func:`metrics`: the six overall metrics, each a finite number (a run without them
+  has no result);
+- :func:`per_lead_time`, :func:`spectrum`, :func:`band_errors`, :func:`sample`: typed
+  arrays checked against the file's counts (``out_steps``, ``grid``, ``channels``, the
+  cutoffs), or ``None`` for a section that is ``null`` (absent: the figure or table that
+  needs it leaves the run out);
+- :func:`efficiency`: every cost, ``None`` where the file has none (absent or null), and
+  the dotted keys it lacks;
+- :func:`identity`: the run identity.
+
+A section (or cost) that is there but malformed (another type, another length than its
+count, a number that is not finite) raises :class:`InvalidEvaluation` naming the key, so
+``read_evaluation`` refuses the file: the run is ``invalid``, never silently partial.
 
 :func:`band_labels` names the bands of ``band_errors`` wherever they are shown.
 
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from sdkd.errors import SdkdError
-from sdkd.jsonfile import read_json, write_json
+from sdkd.jsonfile import read_json, shown, write_json
 from sdkd.plan import run_id
 
 SCHEMA_VERSION = 2
@@ -106,9 +112,10 @@ def identity_problem(ident: Any, name: Any) -> str | None:
     if not isinstance(inputs, Mapping) or not isinstance(inputs.get("data"), str):
         return "identity.inputs has no `data` fingerprint"
     if not isinstance(inputs.get("teacher"), str | None):
-        return f"identity.inputs.teacher is {inputs.get('teacher')!r}, expected a sha256 or null"
+        return (f"identity.inputs.teacher is {shown(inputs.get('teacher'))}, expected a sha256 "
+                "or null")
     if name != run_id(ident):
-        return f"run_id {name!r} does not name its identity (expected {run_id(ident)!r})"
+        return f"run_id {shown(name)} does not name its identity (expected {run_id(ident)!r})"
     return None
 
 
@@ -117,11 +124,12 @@ def read_evaluation(
 ) -> dict[str, Any]:
     """Read one evaluation file and check what every reader relies on.
 
-    Checks: a JSON object of :data:`SCHEMA_VERSION` with every top-level key
-    (:data:`KEYS`) and every key of ``metrics``; a sound run identity
-    (:func:`identity_problem`) and ``weights_sha256``; and, with ``expect`` (an
-    :func:`sdkd.plan.expected_runs` entry), that the file is that run's: dataset, role,
-    model and, for a student, bands, setting and seed.
+    Checks: a strict JSON object of at most :data:`sdkd.jsonfile.MAX_BYTES` and
+    :data:`SCHEMA_VERSION` with every top-level key (:data:`KEYS`) and every key of
+    ``metrics``; a sound run identity (:func:`identity_problem`) and ``weights_sha256``;
+    with ``expect`` (an :func:`sdkd.plan.expected_runs` entry), that the file is that
+    run's: dataset, role, model and, for a student, bands, setting and seed; and every
+    section (:data:`SECTIONS`).
 
     Raises:
         InvalidEvaluation: naming ``path`` and what is wrong.
@@ -134,7 +142,7 @@ def read_evaluation(
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidEvaluation(
-            f"{path}: evaluation schema_version {version!r}, expected {SCHEMA_VERSION}; "
+            f"{path}: evaluation schema_version {shown(version)}, expected {SCHEMA_VERSION}; "
             "rerun sdkd evaluate"
         )
     metrics_block = doc.get("metrics")
@@ -149,7 +157,7 @@ def read_evaluation(
         raise InvalidEvaluation(f"{path}: `metrics` is not an object; rerun sdkd evaluate")
     problem = identity_problem(doc["identity"], doc["run_id"])
     if problem is None and not isinstance(doc["weights_sha256"], str):
-        problem = f"weights_sha256 is {doc['weights_sha256']!r}, expected a sha256"
+        problem = f"weights_sha256 is {shown(doc['weights_sha256'])}, expected a sha256"
     if problem is not None:
         raise InvalidEvaluation(f"{path}: {problem}; rerun sdkd evaluate")
     if expect is not None:
@@ -159,52 +167,132 @@ def read_evaluation(
         for key in keys:
             if doc.get(key) != expect[key]:
                 raise InvalidEvaluation(
-                    f"{path}: {key} is {doc.get(key)!r}, expected {expect[key]!r} "
+                    f"{path}: {key} is {shown(doc.get(key))}, expected {expect[key]!r} "
                     "(the file belongs to another run)"
                 )
+    try:
+        for check in SECTIONS:
+            check(doc)
+    except InvalidEvaluation as exc:
+        raise InvalidEvaluation(f"{path}: {exc}") from None
     return doc
 
 
 # ---- the sections -------------------------------------------------------------------------
+#
+# Each parser raises InvalidEvaluation without the file's name (read_evaluation adds it);
+# a section that is null is absent, and the parser returns None.
+
+# Per-lead-time metrics that may have no value at a lead time (null): the relative L2 of
+# an all-zero truth, the SSIM of a grid under 11 px, the PSNR of a perfect forecast.
+MAY_BE_NULL = ("rel_l2", "ssim", "psnr")
 
 
-def _finite_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _array(value: Any, ndim: int = 1) -> np.ndarray | None:
-    """A finite float array of ``ndim`` dimensions, or ``None``."""
-    try:
-        array = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None. (Numbers
+    read by :func:`sdkd.jsonfile.read_json` all convert to finite floats.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if array.ndim != ndim or array.size == 0 or not np.isfinite(array).all():
-        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _natural(value: Any, least: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) ≥ ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """The counts the sections are checked against."""
+
+    out_steps: int
+    grid: tuple[int, int]
+    channels: tuple[str, ...]
+
+
+def _counts(doc: Mapping[str, Any]) -> _Counts:
+    out_steps, grid, channels = doc.get("out_steps"), doc.get("grid"), doc.get("channels")
+    if not _natural(out_steps, 1):
+        raise InvalidEvaluation(f"out_steps is {shown(out_steps)}, expected a positive integer")
+    if not (isinstance(grid, list) and len(grid) == 2 and all(_natural(n, 1) for n in grid)):
+        raise InvalidEvaluation(f"grid is {shown(grid)}, expected [H, W], two positive "
+                                "integers")
+    if not (isinstance(channels, list) and channels
+            and all(isinstance(c, str) for c in channels)):
+        raise InvalidEvaluation(f"channels is {shown(channels)}, expected a list of names")
+    return _Counts(out_steps, (grid[0], grid[1]), tuple(channels))
+
+
+def _section(doc: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    section = doc.get(name)
+    if section is not None and not isinstance(section, dict):
+        raise InvalidEvaluation(f"{name} is {shown(section)}, expected an object or null")
+    return section
+
+
+def _field(section: Mapping[str, Any], name: str, key: str) -> Any:
+    if key not in section:
+        raise InvalidEvaluation(f"{name} lacks `{key}`")
+    return section[key]
+
+
+def _problem(value: Any, shape: tuple[int, ...], nullable: bool
+             ) -> tuple[tuple[int, ...], str] | None:
+    """(index, what is wrong there) where ``value`` first departs from nested lists of
+    ``shape`` holding finite numbers (or null, when ``nullable``); None when it does not."""
+    if not shape:
+        if _number(value) is not None or (nullable and value is None):
+            return None
+        return (), f"is {shown(value)}"
+    if not isinstance(value, list):
+        return (), f"is {shown(value)}"
+    if len(value) != shape[0]:
+        return (), f"has {len(value)} entries"
+    for i, item in enumerate(value):
+        found = _problem(item, shape[1:], nullable)
+        if found is not None:
+            return (i, *found[0]), found[1]
+    return None
+
+
+def _array(value: Any, name: str, shape: tuple[int, ...], counts: str, *,
+           nullable: bool = False, nonnegative: bool = False) -> np.ndarray:
+    """``value`` as a float array of ``shape`` (null → NaN when ``nullable``).
+
+    Raises:
+        InvalidEvaluation: naming ``name`` (and the index) and the expected array, whose
+            sizes come from ``counts`` (``"out_steps"``, ``"lead_times × grid"``).
+    """
+    kind = "finite numbers" + (" ≥ 0" if nonnegative else "") + (" or null" if nullable else "")
+    expected = (f"{shape[0]} {kind}" if len(shape) == 1
+                else f"a {' × '.join(map(str, shape))} array of {kind}") + f" ({counts})"
+    found = _problem(value, shape, nullable)
+    array = np.array(value, dtype=float) if found is None else None
+    if array is not None and nonnegative and (array < 0).any():
+        at = np.unravel_index(int(np.argmax(array < 0)), shape)
+        found = tuple(int(i) for i in at), f"is {array[at]:g}"
+    if found is not None:
+        index, what = found
+        raise InvalidEvaluation(f"{name}{''.join(f'[{i}]' for i in index)} {what}, "
+                                f"expected {expected}")
     return array
 
 
-def _dig(doc: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    for key in keys:
-        if not isinstance(doc, Mapping) or key not in doc:
-            return None
-        doc = doc[key]
-    return doc
-
-
-def metrics(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, float]:
-    """The six overall metrics (:data:`METRICS`) of a checked file.
+def metrics(doc: Mapping[str, Any]) -> dict[str, float]:
+    """The six overall metrics (:data:`METRICS`).
 
     Raises:
-        InvalidEvaluation: naming ``path`` and the metric that is not a finite number.
+        InvalidEvaluation: naming the metric that is not a finite number.
     """
     block = doc["metrics"]
-    for name in METRICS:
-        if not _finite_number(block.get(name)):
+    values = {name: _number(block.get(name)) for name in METRICS}
+    for name, value in values.items():
+        if value is None:
             raise InvalidEvaluation(
-                f"{path}: metrics.{name} is {block.get(name)!r}, expected a finite number"
+                f"metrics.{name} is {shown(block.get(name))}, expected a finite number"
             )
-    return {name: float(block[name]) for name in METRICS}
+    return values
 
 
 @dataclass(frozen=True)
@@ -228,25 +316,60 @@ def identity(doc: Mapping[str, Any]) -> RunIdentity:
                        inputs["teacher"], doc["weights_sha256"])
 
 
+def _lookup(doc: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    """The value at the dotted ``keys``; None where a level is absent or null.
+
+    Raises:
+        InvalidEvaluation: when a level above the last is neither an object nor null.
+    """
+    value: Any = doc
+    for depth, key in enumerate(keys):
+        value = value.get(key)
+        if value is None:
+            return None
+        if depth < len(keys) - 1 and not isinstance(value, dict):
+            raise InvalidEvaluation(f"{'.'.join(keys[:depth + 1])} is {shown(value)}, "
+                                    "expected an object or null")
+    return value
+
+
 def efficiency(doc: Mapping[str, Any]) -> tuple[dict[str, float | str | None], list[str]]:
     """(every :data:`EFFICIENCY` number and :data:`DEVICES` name, None where the file has
-    no finite number or no text; the dotted keys of those it lacks)."""
+    none (absent or null); the dotted keys of those it lacks).
+
+    Raises:
+        InvalidEvaluation: for a cost that is there but not a finite number ≥ 0, or a
+            device that is not text.
+    """
     values: dict[str, float | str | None] = {}
     for name, keys in EFFICIENCY.items():
-        value = _dig(doc, keys)
-        values[name] = float(value) if _finite_number(value) else None
+        value = _lookup(doc, keys)
+        number = _number(value)
+        if value is not None and (number is None or number < 0):
+            raise InvalidEvaluation(f"{'.'.join(keys)} is {shown(value)}, expected a finite "
+                                    "number ≥ 0 or null")
+        values[name] = number
     for name, keys in DEVICES.items():
-        value = _dig(doc, keys)
-        values[name] = value if isinstance(value, str) else None
+        value = _lookup(doc, keys)
+        if not isinstance(value, str | None):
+            raise InvalidEvaluation(f"{'.'.join(keys)} is {shown(value)}, expected text or "
+                                    "null")
+        values[name] = value
     lacking = [".".join(keys) for name, keys in (*EFFICIENCY.items(), *DEVICES.items())
                if values[name] is None]
     return values, lacking
 
 
-def per_lead_time(doc: Mapping[str, Any], metric: str = "mse") -> np.ndarray | None:
-    """(T_out,) values of ``metric`` per lead time, or None."""
-    section = doc.get("per_lead_time")
-    return _array(section.get(metric)) if isinstance(section, dict) else None
+def per_lead_time(doc: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """Each metric of :data:`METRICS` per lead time, (out_steps,) arrays (NaN where a
+    metric of :data:`MAY_BE_NULL` has no value), or None when the section is null."""
+    section = _section(doc, "per_lead_time")
+    if section is None:
+        return None
+    steps = _counts(doc).out_steps
+    return {name: _array(_field(section, "per_lead_time", name), f"per_lead_time.{name}",
+                         (steps,), "out_steps", nullable=name in MAY_BE_NULL)
+            for name in METRICS}
 
 
 @dataclass(frozen=True)
@@ -260,42 +383,56 @@ class Spectrum:
     error: np.ndarray
 
 
+def spectrum_shells(height: int, width: int) -> int:
+    """How many |k| shells (0 … n) an H × W grid has: the largest |k| is
+    √(⌊H/2⌋² + ⌊W/2⌋²), rounded. ``sdkd.evaluate.spectra.shell_count`` counts them
+    from the wavenumbers with torch, which the report does not import."""
+    return math.floor(math.hypot(height // 2, width // 2) + 0.5) + 1
+
+
 def spectrum(doc: Mapping[str, Any]) -> Spectrum | None:
-    """The ``spectrum`` section, or None when a series is missing, not finite or of
-    another length."""
-    section = doc.get("spectrum")
-    if not isinstance(section, dict):
+    """The ``spectrum`` section (one value per shell of the grid, shells ``k`` = 0 … n,
+    energies ≥ 0), or None when it is null."""
+    section = _section(doc, "spectrum")
+    if section is None:
         return None
-    arrays = [_array(section.get(key)) for key in ("k", "prediction", "truth", "error")]
-    if any(a is None for a in arrays) or len({len(a) for a in arrays}) != 1:
-        return None
-    return Spectrum(*arrays)
+    n = spectrum_shells(*_counts(doc).grid)
+    series = {key: _array(_field(section, "spectrum", key), f"spectrum.{key}", (n,),
+                          "shells of the grid", nonnegative=key != "k")
+              for key in ("k", "prediction", "truth", "error")}
+    if not np.array_equal(series["k"], np.arange(n)):
+        raise InvalidEvaluation(f"spectrum.k is {shown(section['k'])}, expected the shells "
+                                f"0, 1, …, {n - 1}")
+    return Spectrum(**series)
 
 
 @dataclass(frozen=True)
 class Bands:
     """The ``band_errors`` section: K = len(cutoffs) + 1 radial bands (cycles per domain),
-    the error's MSE in each (K,) and the truth's energy in each (K,), None if unusable."""
+    the error's MSE in each (K,) and the truth's energy in each (K,)."""
 
     cutoffs: tuple[float, ...]
     mse: np.ndarray
-    truth_energy: np.ndarray | None
+    truth_energy: np.ndarray
 
 
 def band_errors(doc: Mapping[str, Any]) -> Bands | None:
-    """The ``band_errors`` section, or None when its cutoffs or MSEs are unusable."""
-    section = doc.get("band_errors")
-    if not isinstance(section, dict):
+    """The ``band_errors`` section (increasing cutoffs > 0; MSE and truth energy ≥ 0 per
+    band), or None when it is null."""
+    section = _section(doc, "band_errors")
+    if section is None:
         return None
-    cutoffs, mse = section.get("cutoffs"), _array(section.get("mse"))
-    if not isinstance(cutoffs, list) or not all(_finite_number(c) for c in cutoffs):
-        return None
-    if mse is None or len(mse) != len(cutoffs) + 1:
-        return None
-    energy = _array(section.get("truth_energy"))
-    if energy is not None and energy.shape != mse.shape:
-        energy = None
-    return Bands(tuple(float(c) for c in cutoffs), mse, energy)
+    cutoffs = _field(section, "band_errors", "cutoffs")
+    values = [_number(c) for c in cutoffs] if isinstance(cutoffs, list) else [None]
+    if (any(v is None or v <= 0 for v in values)
+            or any(b <= a for a, b in itertools.pairwise(values))):
+        raise InvalidEvaluation(f"band_errors.cutoffs is {shown(cutoffs)}, expected "
+                                "increasing wavenumbers > 0")
+    shape = (len(values) + 1,)
+    mse, energy = (_array(_field(section, "band_errors", key), f"band_errors.{key}", shape,
+                          "one per band: len(cutoffs) + 1", nonnegative=True)
+                   for key in ("mse", "truth_energy"))
+    return Bands(tuple(values), mse, energy)
 
 
 def band_labels(cutoffs: Sequence[float]) -> list[str]:
@@ -314,23 +451,37 @@ class Sample:
     """Test window 0, one channel: ``truth`` and ``prediction`` (L, H, W) at the
     ``lead_times`` (L frames ahead, 1-based)."""
 
-    channel: str | None
+    channel: str
     lead_times: list[int]
     truth: np.ndarray
     prediction: np.ndarray
 
 
 def sample(doc: Mapping[str, Any]) -> Sample | None:
-    """The ``sample`` section, or None when its fields are not two finite (L, H, W)
-    arrays of one shape; lead times that do not fit become 1 … L."""
-    section = doc.get("sample")
-    if not isinstance(section, dict):
+    """The ``sample`` section (a window ≥ 0, one of the file's channels, increasing lead
+    times within 1 … out_steps, and fields of lead_times × grid), or None when it is null."""
+    section = _section(doc, "sample")
+    if section is None:
         return None
-    truth, prediction = _array(section.get("truth"), 3), _array(section.get("prediction"), 3)
-    if truth is None or prediction is None or truth.shape != prediction.shape:
-        return None
-    leads = section.get("lead_times")
-    if not isinstance(leads, list) or len(leads) != len(truth):
-        leads = list(range(1, len(truth) + 1))
-    channel = section.get("channel")
-    return Sample(channel if isinstance(channel, str) else None, leads, truth, prediction)
+    counts = _counts(doc)
+    window = _field(section, "sample", "window")
+    if not _natural(window, 0):
+        raise InvalidEvaluation(f"sample.window is {shown(window)}, expected an integer ≥ 0")
+    channel = _field(section, "sample", "channel")
+    if channel not in counts.channels:
+        raise InvalidEvaluation(f"sample.channel is {shown(channel)}, expected one of "
+                                f"channels {shown(list(counts.channels))}")
+    leads = _field(section, "sample", "lead_times")
+    if not (isinstance(leads, list) and leads
+            and all(_natural(t, 1) and t <= counts.out_steps for t in leads)
+            and all(a < b for a, b in itertools.pairwise(leads))):
+        raise InvalidEvaluation(f"sample.lead_times is {shown(leads)}, expected increasing "
+                                f"lead times within 1 … out_steps ({counts.out_steps})")
+    frames = (len(leads), *counts.grid)
+    truth, prediction = (_array(_field(section, "sample", key), f"sample.{key}", frames,
+                                "lead_times × grid") for key in ("truth", "prediction"))
+    return Sample(channel, leads, truth, prediction)
+
+
+# The checks of read_evaluation beyond the top level: every section's parser.
+SECTIONS = (metrics, efficiency, per_lead_time, band_errors, spectrum, sample)

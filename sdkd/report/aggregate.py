@@ -22,9 +22,9 @@ see :func:`sdkd.plan.expected_runs`), whether or not its file exists. Columns
 - ``run_id``: the file's ``run_id``, the name of the run's identity (what it was
   trained from: :func:`sdkd.plan.run_id`); empty unless ``ok``.
 - ``status``: ``ok``; ``missing`` (the file does not exist); ``invalid`` (it fails
-  :func:`sdkd.evaluate.format.read_evaluation`: it cannot be read, is not JSON, has
-  another ``schema_version``, lacks a key or a sound run identity, or belongs to another
-  run; or it lacks a finite ``metrics`` value).
+  :func:`sdkd.evaluate.format.read_evaluation`: it cannot be read, is too large, is not
+  strict JSON, has another ``schema_version``, lacks a key or a sound run identity,
+  belongs to another run, lacks a finite ``metrics`` value, or has a malformed section).
 - ``note``: why a run is missing or invalid; for ``ok`` runs, the efficiency values
   the file lacked (they are left empty, the run stays ``ok``); otherwise empty.
 - ``mse, mae, rmse, rel_l2, ssim, psnr``: ``metrics`` of the file (test split,
@@ -91,6 +91,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pandas as pd
 
@@ -105,8 +106,9 @@ from sdkd.evaluate.format import (
     metrics,
     read_evaluation,
 )
-from sdkd.jsonfile import write_json
-from sdkd.plan import expected_runs
+from sdkd.jsonfile import read_json, shown, write_json
+from sdkd.plan import dataset_settings, expected_runs
+from sdkd.report.csvfile import first_marked_line, numbers, read_csv
 from sdkd.report.results import Results
 
 SCHEMA_VERSION = 2
@@ -115,6 +117,7 @@ SCHEMA_VERSION = 2
 ID_COLUMNS = ("dataset", "role", "model", "family", "size", "bands", "setting", "seed")
 COLUMNS = (*ID_COLUMNS, "run_id", "status", "note", *METRICS, *EFFICIENCY, *DEVICES,
            "eval_path")
+NUMBER_COLUMNS = ("seed", *METRICS, *EFFICIENCY)
 STATUSES = ("ok", "missing", "invalid")
 
 
@@ -128,11 +131,10 @@ def _row(run: Mapping[str, Any], eval_root: Path) -> dict[str, Any]:
         return row | {"status": "missing", "note": f"{path} does not exist"}
     try:
         doc = read_evaluation(path, run)
-        scores = metrics(doc, path)
     except InvalidEvaluation as exc:
         return row | {"status": "invalid", "note": str(exc)}
     costs, lacking = efficiency(doc)
-    row |= {"status": "ok", "run_id": doc["run_id"], **scores}
+    row |= {"status": "ok", "run_id": doc["run_id"], **metrics(doc)}
     row |= {name: value for name, value in costs.items() if value is not None}
     if lacking:
         row["note"] = "no finite value for " + ", ".join(lacking)
@@ -259,6 +261,72 @@ def summarize(results: Results) -> dict[str, Any]:
     return summary
 
 
+# summary.json as summarize writes it (the module docstring), so that what reads it
+# (the page, the README block) may index it without checking types again.
+_NUMBERS = {"type": "object", "additionalProperties": {"type": "number"}}
+_STATS = {"type": "object", "required": ["mse", "mae", "ssim", "n_seeds"],
+          "properties": {"n_seeds": {"type": "integer", "minimum": 1}},
+          "additionalProperties": {"type": "number"}}
+_BEST = {**_STATS, "required": [*_STATS["required"], "bands"],
+         "properties": {**_STATS["properties"], "bands": {"type": "string"}}}
+_FINDING = {"type": "object", "required": ["dataset", "run", "run_id", "check", "message"],
+            "additionalProperties": False,
+            "properties": {key: {"type": "string"}
+                           for key in ("dataset", "run", "run_id", "check", "message")}}
+SUMMARY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["schema_version", "runs", "consistency", "datasets"],
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "runs": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        "consistency": {"type": "array", "items": _FINDING},
+        "datasets": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["students"], "additionalProperties": False,
+            "properties": {
+                "teacher": {**_NUMBERS, "required": ["mse", "mae", "ssim"]},
+                "students": {"type": "object", "additionalProperties": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"none": _STATS, "best": _BEST, "settings": {
+                        "type": "object", "additionalProperties": _STATS}}}},
+            }}},
+    },
+}
+
+
+def read_summary(path: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a summary.json of :func:`write_summary` made for ``config``.
+
+    Raises:
+        SdkdError: naming ``path`` and the first key that is not as :func:`summarize`
+            writes it (another schema version, a wrong type, a band setting the dataset
+            does not run).
+    """
+    path = Path(path)
+    doc = read_json(path, what="summary", hint="run `sdkd aggregate` first")
+    if isinstance(doc, dict) and doc.get("schema_version") != SCHEMA_VERSION:
+        raise SdkdError(f"{path}: schema_version is {shown(doc.get('schema_version'))}, "
+                        f"expected {SCHEMA_VERSION}; run `sdkd aggregate` again")
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(SUMMARY_SCHEMA).iter_errors(doc))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "the top level"
+        raise SdkdError(f"{path}: {where} is {shown(error.instance)}, not as `sdkd "
+                        f"aggregate` writes it ({error.validator} {shown(error.validator_value)});"
+                        " run `sdkd aggregate` again")
+    for dataset, entry in doc["datasets"].items():
+        if dataset not in config["datasets"]:
+            continue
+        runs = set(dataset_settings(config, dataset))
+        for student, block in entry["students"].items():
+            named = [*block.get("settings", {}), block.get("best", {}).get("bands")]
+            unknown = [key for key in named if key is not None and key not in runs]
+            if unknown:
+                raise SdkdError(f"{path}: datasets.{dataset}.students.{student} names band "
+                                f"setting {shown(unknown[0])}, which {dataset} does not run "
+                                "in this config; run `sdkd aggregate` again")
+    return doc
+
+
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:
     """Write ``summary`` as JSON atomically (no NaN or Infinity: strict JSON)."""
     write_json(path, summary, indent=2, default=_plain)
@@ -273,27 +341,40 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
-    """Read a metrics.csv written by :func:`aggregate` (teacher ``bands`` → ``None``)."""
+    """Read a metrics.csv written by :func:`aggregate` (teacher ``bands`` → ``None``).
+
+    Raises:
+        SdkdError: naming ``path`` (and the line) when it is not such a table: too large
+            or unreadable, a column lacking, an unknown status or role, a seed that is not
+            an integer, a number column holding text, an ``ok`` run without its metrics
+            or evaluation file, or a run listed twice.
+    """
     path = Path(path)
-    try:
-        # run ids are hex: read as text, or one of digits only loses its leading zeros
-        frame = pd.read_csv(path, dtype={"bands": "object", "setting": "object",
-                                         "run_id": "object", "note": "object",
-                                         "inference_device": "object",
-                                         "train_device": "object"})
-    except FileNotFoundError:
-        raise SdkdError(f"{path}: metrics table not found; run `sdkd aggregate` first") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise SdkdError(f"{path}: cannot read the metrics table ({exc})") from None
-    lacking = [c for c in COLUMNS if c not in frame.columns]
-    if lacking:
-        raise SdkdError(
-            f"{path}: not a metrics table of `sdkd aggregate` (no {', '.join(lacking)})"
-        )
+    # names and run ids as text: a hex run id of digits only would lose its leading zeros
+    frame = read_csv(path, what="metrics table", hint="run `sdkd aggregate` first",
+                     dtype={c: "object" for c in COLUMNS if c not in NUMBER_COLUMNS},
+                     required=COLUMNS)
     frame = _none_for_teacher(frame)
     for column in ("run_id", "note"):
         frame[column] = frame[column].astype(object).fillna("")
-    bad = sorted(set(frame["status"]) - set(STATUSES))
-    if bad:
-        raise SdkdError(f"{path}: unknown status {bad[0]!r} (expected {', '.join(STATUSES)})")
+    for column, allowed in (("status", STATUSES), ("role", ("teacher", "student"))):
+        bad = ~frame[column].isin(allowed)
+        if bad.any():
+            raise SdkdError(f"{path}: line {first_marked_line(bad)}: unknown {column} "
+                            f"{shown(frame[column][bad].iloc[0])} (expected "
+                            f"{', '.join(allowed)})")
+    for column in NUMBER_COLUMNS:
+        frame[column] = numbers(frame, column, path)
+    seeds = frame["seed"]
+    checks = (
+        (seeds.isna() | (seeds != seeds.round()) | (seeds < 0), "seed is not an integer ≥ 0"),
+        ((frame["status"] == "ok") & frame[[*METRICS, "eval_path"]].isna().any(axis=1),
+         "an ok run without all its metrics and its eval_path"),
+        (frame.assign(bands=frame["bands"].fillna("")).duplicated(
+            ["dataset", "model", "bands", "seed"]), "a run listed twice"),
+    )
+    for bad, problem in checks:
+        if bad.any():
+            raise SdkdError(f"{path}: line {first_marked_line(bad)}: {problem}")
+    frame["seed"] = seeds.astype(int)
     return frame

@@ -26,9 +26,13 @@ file                             kind         what it shows
 A dataset's figures show only the students and band settings it runs (its
 ``students:``/``settings:`` subset, :func:`sdkd.plan.dataset_students`); in the gain
 grid, a student a dataset does not run leaves its panel marked "not run".
-Runs whose status is not ``ok`` (and evaluation sections that are malformed) are left
-out of a figure; a figure with no data at all becomes a small placeholder PNG saying
-which runs are missing, so the set of files is always complete. Each band setting
+Runs whose status is not ``ok`` are left out of a figure, and its caption lists them
+(an evaluation file with a malformed section is ``invalid``: see
+:mod:`sdkd.evaluate.format`); a section that is null leaves its run out of the figures
+that need it. A figure with no data at all becomes a small placeholder PNG saying which
+runs are missing, so the set of files is always complete. An ``ok`` run whose evaluation
+file or ``history.csv`` is there but does not pass its check stops ``sdkd figures``
+with an error naming the file: a figure never silently lacks it. Each band setting
 keeps one colour in every figure (:func:`setting_palette`). Every file is written
 atomically; the manifest is a JSON list of ``{"file", "dataset", "kind", "title",
 "caption", "placeholder"}`` (``dataset`` is ``null`` for figures over all datasets).
@@ -108,7 +112,7 @@ def unavailable(runs: pd.DataFrame, section: str | None = None, limit: int = 8) 
     else:
         text = ""
     if n_ok and section:
-        lack = f"the evaluation files of the {n_ok} ok run(s) have no usable `{section}` section"
+        lack = f"the evaluation files of the {n_ok} ok run(s) have no `{section}` section"
         text = f"{text}; {lack}" if text else lack
     return text or "no runs"
 
@@ -273,7 +277,7 @@ def _gain(metric: str) -> Builder:
 
 
 def _lead_time(res: Results, palette: Mapping[str, Any], dataset: str) -> tuple[plt.Figure, str]:
-    teacher = [(r, m) for r, d in res.docs(res.runs(dataset, "teacher"))
+    teacher = [(r, m["mse"]) for r, d in res.docs(res.runs(dataset, "teacher"))
                if (m := per_lead_time(d)) is not None]
     students = res.students_of(dataset)
     fig, axes = plt.subplots(1, len(students), squeeze=False, sharey=True,
@@ -286,7 +290,7 @@ def _lead_time(res: Results, palette: Mapping[str, Any], dataset: str) -> tuple[
             ax.plot(np.arange(1, len(mse) + 1), mse, color=palette["teacher"], ls="--",
                     marker=".", lw=1.6, label=res.teacher)
         for key in res.settings_of(dataset):
-            curves = [m for _, d in res.docs(_key_rows(res, dataset, model, key))
+            curves = [m["mse"] for _, d in res.docs(_key_rows(res, dataset, model, key))
                       if (m := per_lead_time(d)) is not None]
             curves = [c for c in curves if len(c) == len(curves[0])] if curves else []
             if not curves:
@@ -500,7 +504,7 @@ def _samples(res: Results, palette: Mapping[str, Any], dataset: str,
                         transform=ax.transAxes, color="0.1",
                         bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
         axes[i, 0].set_ylabel(labels[i], fontsize=8.5)
-    channel = rows[0][1].channel or "channel 0"
+    channel = rows[0][1].channel
     fig.colorbar(field_image, ax=axes[:, :2], shrink=0.6, label=f"{channel} (physical units)")
     if error_image is not None:
         fig.colorbar(error_image, ax=axes[:, 2:], shrink=0.6, label="prediction − truth")
@@ -696,11 +700,17 @@ def make_figures(
     ``teachers/`` and ``students/`` (their ``history.csv``).
 
     Raises:
-        SdkdError: when the metrics table cannot be read.
+        SdkdError: when the metrics table cannot be read, or the evaluation file or
+            history of a run is there but does not pass its check (nothing is written).
     """
     out_dir = Path(out_dir)
     table = read_metrics(metrics_csv)
     res = Results(config, table, eval_root=Path(eval_root), runs_root=Path(runs_root))
+    # check every input before drawing: a bad file stops the command before it has
+    # replaced any figure
+    for run in res.runs().to_dict("records"):
+        res.doc(run)
+        res.history(run)
     palette = setting_palette(config)
     figures: list[Figure] = []
     with plt.rc_context(_style()):
@@ -713,6 +723,11 @@ def make_figures(
                 caption = (f"Placeholder: the figure '{spec.title}' has no data to show. "
                            f"Not available: {exc}.")
                 placeholder = True
+            # a figure over all datasets compares the students
+            scope = (res.runs(spec.dataset) if spec.dataset is not None
+                     else res.runs(role="student"))
+            if not placeholder and (scope["status"] != "ok").any():
+                caption += f" Not shown, as they are not ok: {unavailable(scope)}."
             path = out_dir / spec.file
             _save(fig, path)
             figures.append(Figure(path, spec.dataset, spec.kind, spec.title, caption,

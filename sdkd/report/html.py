@@ -14,8 +14,16 @@ Inputs
 - the canonical HDF5 file of each dataset (DESIGN.md), for the data provenance;
 - optionally the config file's text (shown as written, comments included);
 - the evaluation files named in ``metrics.csv`` (column ``eval_path``), read through
-  :class:`sdkd.report.results.Results` for their per-band errors only; a file that
-  cannot be read leaves that band table out with a note, it never stops the report.
+  :class:`sdkd.report.results.Results` for their per-band errors only. The table says
+  these runs are ok, so a file that is gone or fails the check now stops the report
+  with an error naming it (it changed after ``sdkd aggregate``); a ``band_errors``
+  section that is null leaves the run out of the band table, with a note.
+
+Every input is checked before it is used (:func:`sdkd.report.aggregate.read_metrics`,
+:func:`sdkd.report.aggregate.read_summary`, :func:`read_manifest`; each PNG at most
+:data:`MAX_FIGURE_BYTES` and :data:`MAX_PNG_SIDE` pixels a side), and all text read from
+them is escaped: the template escapes by default, and :mod:`sdkd.report.tables` escapes
+every header and cell, so a name or note from a file can never become markup.
 
 The page
 ========
@@ -60,7 +68,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,9 +76,9 @@ import jinja2
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
-from sdkd.jsonfile import read_json
-from sdkd.plan import MANIFEST
-from sdkd.report.aggregate import SCHEMA_VERSION, read_metrics
+from sdkd.jsonfile import read_bounded, read_json, shown
+from sdkd.plan import MANIFEST, figure_plan
+from sdkd.report.aggregate import read_metrics, read_summary
 from sdkd.report.fmt import DASH
 from sdkd.report.provenance import read_provenance
 from sdkd.report.results import Finding, Results
@@ -83,71 +90,85 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STATUSES = ("ok", "missing", "invalid")
+# Bounds on the figures embedded: sdkd's are 50–500 KB and under 3000 pixels a side.
+MAX_FIGURE_BYTES = 16 * 2**20
+MAX_PNG_SIDE = 16384
 
 
 # ---- inputs -----------------------------------------------------------------------------
 
 
-def _read_summary(path: Path) -> tuple[dict[str, Any], list[Finding]]:
-    """The summary.json object and its consistency findings."""
-    doc = read_json(path, what="summary", hint="run `sdkd aggregate` first")
-    if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), dict):
-        raise SdkdError(f"{path}: not a summary.json of `sdkd aggregate` (no `datasets` object)")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise SdkdError(
-            f"{path}: schema_version is {doc.get('schema_version')!r}, expected "
-            f"{SCHEMA_VERSION}; run `sdkd aggregate` again"
-        )
-    entries = doc.get("consistency")
-    try:
-        findings = [Finding(**entry) for entry in entries]
-    except TypeError:
-        raise SdkdError(
-            f"{path}: `consistency` is not a list of findings (dataset, run, run_id, check, "
-            "message); run `sdkd aggregate` again"
-        ) from None
-    return doc, findings
-
-
 def _png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR chunk."""
+    """(width, height) from a PNG's IHDR chunk, None unless 1 … MAX_PNG_SIDE each."""
     if len(data) < 24 or not data.startswith(PNG_MAGIC) or data[12:16] != b"IHDR":
         return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return size if all(1 <= n <= MAX_PNG_SIDE for n in size) else None
 
 
-def _read_figures(figures_dir: Path) -> list[dict[str, Any]]:
-    """The manifest's entries, each with its PNG embedded (``src``, ``width``, ``height``)."""
-    path = figures_dir / MANIFEST
+# A manifest entry's keys and their types, as sdkd.report.figures.Figure writes them.
+ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "file": (str,), "dataset": (str, type(None)), "kind": (str,), "title": (str,),
+    "caption": (str,), "placeholder": (bool,)}
+
+
+def read_manifest(figures_dir: str | Path, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entries of ``figures_dir``'s ``figures.json``, checked: each an object with
+    :data:`ENTRY_TYPES`, together the figures :func:`sdkd.plan.figure_plan` makes of
+    ``config`` (each once, with its dataset and kind).
+
+    Raises:
+        SdkdError: naming the manifest (and the entry) and what is wrong.
+    """
+    path = Path(figures_dir) / MANIFEST
     manifest = read_json(path, what="figure manifest", hint="run `sdkd figures` first")
     if not isinstance(manifest, list):
         raise SdkdError(f"{path}: expected a JSON list of figures, got {type(manifest).__name__}")
-    figures = []
+    plan = {figure.file: figure for figure in figure_plan(config)}
+    seen: set[str] = set()
     for i, entry in enumerate(manifest):
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise SdkdError(f"{path}: entry {i} has no `file` name")
-        name = entry["file"]
-        if Path(name).name != name:
-            raise SdkdError(f"{path}: entry {i}: file {name!r} is not a plain file name")
-        png = figures_dir / name
-        try:
-            data = png.read_bytes()
-        except FileNotFoundError:
-            raise SdkdError(f"{png}: listed in {path} but does not exist") from None
-        except OSError as exc:
-            raise SdkdError(f"{png}: cannot read ({exc.strerror or exc})") from None
+        if not isinstance(entry, dict):
+            raise SdkdError(f"{path}: entry {i} is {shown(entry)}, expected an object")
+        for key, types in ENTRY_TYPES.items():
+            if key not in entry:
+                raise SdkdError(f"{path}: entry {i} lacks `{key}`; run `sdkd figures` again")
+            if not isinstance(entry[key], types):
+                raise SdkdError(f"{path}: entry {i}: `{key}` is {shown(entry[key])}, expected "
+                                f"{' or '.join(t.__name__ for t in types)}")
+        figure = plan.get(entry["file"])
+        if figure is None or entry["file"] in seen:
+            why = "listed twice" if figure is not None else "not a figure of this config"
+            raise SdkdError(f"{path}: entry {i}: file {shown(entry['file'])} is {why}; "
+                            "run `sdkd figures` again")
+        if (entry["dataset"], entry["kind"]) != (figure.dataset, figure.kind):
+            raise SdkdError(f"{path}: entry {i}: {figure.file} is of dataset "
+                            f"{shown(entry['dataset'])}, kind {shown(entry['kind'])}, expected "
+                            f"{shown(figure.dataset)}, {shown(figure.kind)}")
+        seen.add(entry["file"])
+    lacking = [name for name in plan if name not in seen]
+    if lacking:
+        more = f" and {len(lacking) - 1} more" if len(lacking) > 1 else ""
+        raise SdkdError(f"{path}: lacks {lacking[0]}{more} of this config's figures; run "
+                        "`sdkd figures` again")
+    return manifest
+
+
+def _read_figures(figures_dir: Path, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's entries (:func:`read_manifest`), each with its PNG embedded
+    (``src``, ``width``, ``height``)."""
+    path = figures_dir / MANIFEST
+    figures = []
+    for entry in read_manifest(figures_dir, config):
+        png = figures_dir / entry["file"]
+        data = read_bounded(png, what="figure", hint=f"listed in {path}",
+                            max_bytes=MAX_FIGURE_BYTES)
         size = _png_size(data)
         if size is None:
-            raise SdkdError(f"{png}: not a PNG image (listed in {path})")
-        dataset = entry.get("dataset")
+            raise SdkdError(f"{png}: not a PNG image of 1 … {MAX_PNG_SIDE} pixels a side "
+                            f"(listed in {path})")
         figures.append({
-            "file": name,
-            "id": "fig-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem),
-            "dataset": dataset if isinstance(dataset, str) else None,
-            "kind": str(entry.get("kind") or ""),
-            "title": str(entry.get("title") or name),
-            "caption": str(entry.get("caption") or ""),
-            "placeholder": bool(entry.get("placeholder", False)),
+            **entry,
+            "id": "fig-" + Path(entry["file"]).stem,
             "src": "data:image/png;base64," + base64.b64encode(data).decode("ascii"),
             "width": size[0],
             "height": size[1],
@@ -236,8 +257,9 @@ def render_report(
     metrics_csv, summary_json = Path(metrics_csv), Path(summary_json)
     figures_dir, out = Path(figures_dir), Path(out)
     table = read_metrics(metrics_csv)
-    summary, findings = _read_summary(summary_json)
-    figures = _read_figures(figures_dir)
+    summary = read_summary(summary_json, config)
+    findings = [Finding(**entry) for entry in summary["consistency"]]
+    figures = _read_figures(figures_dir, config)
     provenance = [read_provenance(p) for p in data_files]
     names = [str(n) for n in config["datasets"]]
     for number, figure in enumerate(figures, start=1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import platform
 import subprocess
 from collections.abc import Iterable
@@ -18,6 +19,13 @@ from sdkd.report.fmt import DASH, fmt_si
 # Packages whose versions the setup lists ("not installed" when absent).
 VERSIONED = ("sdkd", "torch", "snakemake", "dvc", "numpy", "pandas", "h5py", "matplotlib")
 SPLITS = ("train", "val", "test")
+# The attributes the Setup section shows (sdkd.data.preprocess writes them).
+ATTRIBUTES = ("dataset", "source", "raw_sha256", "channels", "mean", "std", "in_steps",
+              "out_steps", "window_stride", "dt", "dx", "created_with")
+# Bounds on what one attribute may put on the page: a canonical file pulled from a shared
+# remote may carry anything, and sdkd's own attributes are a few values each.
+MAX_ATTR_ITEMS = 4096
+MAX_ATTR_CHARS = 2000
 
 
 def _attr(value: Any) -> str:
@@ -33,29 +41,46 @@ def _attr(value: Any) -> str:
     return str(value)
 
 
+def _read_attr(f: h5py.File, key: str) -> str:
+    """Attribute ``key`` of ``f`` as the page shows it: cut to :data:`MAX_ATTR_CHARS`, not
+    read at all when it has more than :data:`MAX_ATTR_ITEMS` elements."""
+    if key not in f.attrs:
+        return DASH
+    shape = f.attrs.get_id(key).shape or ()
+    items = math.prod(shape)
+    if items > MAX_ATTR_ITEMS:
+        return f"({items} values, not shown)"
+    text = _attr(f.attrs[key])
+    if len(text) > MAX_ATTR_CHARS:
+        text = f"{text[:MAX_ATTR_CHARS]}… ({len(text)} characters)"
+    return text
+
+
 def read_provenance(path: str | Path) -> dict[str, str]:
     """The provenance of one canonical HDF5 file: its attributes and split shapes.
 
     Raises:
-        SdkdError: when the file does not exist or is not a readable HDF5 file.
+        SdkdError: when the file does not exist, is not a readable HDF5 file, or one of
+            its attributes cannot be read.
     """
     path = Path(path)
     if not path.is_file():
         raise SdkdError(f"{path}: data file not found")
+    info = {"file": str(path), "size": fmt_si(path.stat().st_size) + "B"}
+    key = None
     try:
         with h5py.File(path, "r") as f:
-            attrs = dict(f.attrs)
+            for key in ATTRIBUTES:
+                info[key] = _read_attr(f, key)
+            key = None
             shapes = {}
             for split in SPLITS:
                 node = f.get(f"{split}/frames")
                 shapes[split] = ("×".join(str(n) for n in node.shape)
                                  if isinstance(node, h5py.Dataset) else "absent")
-    except OSError as exc:
-        raise SdkdError(f"{path}: not a readable HDF5 file ({exc})") from None
-    info = {"file": str(path), "size": fmt_si(path.stat().st_size) + "B"}
-    for key in ("dataset", "source", "raw_sha256", "channels", "mean", "std", "in_steps",
-                "out_steps", "window_stride", "dt", "dx", "created_with"):
-        info[key] = _attr(attrs[key]) if key in attrs else DASH
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
+        what = "not a readable HDF5 file" if key is None else f"attribute {key} cannot be read"
+        raise SdkdError(f"{path}: {what} ({' '.join(str(exc).split())})") from None
     info["splits"] = "; ".join(f"{s} {shapes[s]}" for s in SPLITS)
     return info
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,11 +31,12 @@ import torch
 
 from sdkd.atomic import atomic_path
 from sdkd.errors import SdkdError
-from sdkd.jsonfile import read_json
 from sdkd.machine import cpu_model_name
 from sdkd.plan import MANIFEST, band_setting, dataset_settings, dataset_students
-from sdkd.report.aggregate import read_metrics
+from sdkd.report.aggregate import read_metrics, read_summary
+from sdkd.report.csvfile import numbers, read_csv
 from sdkd.report.fmt import DASH, fmt_pct, stat_text
+from sdkd.report.html import read_manifest
 
 START = "<!-- results:start (written by `sdkd readme-results`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -73,10 +75,10 @@ def stage_times(benchmarks: str | Path) -> tuple[pd.DataFrame, float]:
         stage = STAGES.get(rule)
         if stage is None:
             raise SdkdError(f"{path}: benchmark of unknown rule {rule!r}")
-        try:
-            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
-        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
-            raise SdkdError(f"{path}: not a Snakemake benchmark file ({exc})") from None
+        table = read_csv(path, what="Snakemake benchmark file", sep="\t", required=("s",))
+        seconds = float(numbers(table, "s", path).iloc[0])
+        if not seconds >= 0:  # also NaN: an empty cell
+            raise SdkdError(f"{path}: line 2, column s: expected the job's seconds (≥ 0)")
         end = path.stat().st_mtime
         starts.append(end - seconds)
         ends.append(end)
@@ -128,19 +130,26 @@ def headline_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
     return rows
 
 
+def _text(value: str) -> str:
+    """``value`` as literal markdown text on one line: no tag, entity or table cell
+    border (names and devices come from the results' files)."""
+    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "&#124;")):
+        value = value.replace(char, entity)
+    return " ".join(value.split())
+
+
 def _markdown(rows: list[dict[str, str]]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if h in ("model", "bands") else "---:" for h in header) + "|"]
-    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    lines += ["| " + " | ".join(_text(row[h]) for h in header) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _first_gain_figure(figures: Path) -> str:
-    manifest = read_json(figures / MANIFEST, what="figure manifest")
-    for entry in manifest:
-        if entry.get("kind") == "gain":
-            return str(entry["file"])
+def _first_gain_figure(figures: Path, config: Mapping[str, Any]) -> str:
+    for entry in read_manifest(figures, config):
+        if entry["kind"] == "gain":
+            return entry["file"]
     raise SdkdError(f"{figures / MANIFEST}: lists no gain figure; name one with --figure")
 
 
@@ -148,9 +157,9 @@ def results_block(config: Mapping[str, Any], results: str | Path, readme_dir: st
                   *, figure: str | None = None, date: str | None = None) -> str:
     """The markdown between the README's markers (see the module docstring)."""
     results, readme_dir = Path(results), Path(readme_dir)
-    summary = read_json(results / "tables" / "summary.json", what="summary")
+    summary = read_summary(results / "tables" / "summary.json", config)
     metrics = read_metrics(results / "tables" / "metrics.csv")
-    devices = sorted({str(d) for d in metrics["train_device"].dropna()})
+    devices = sorted({_text(str(d)) for d in metrics["train_device"].dropna()})
     date = date or dt.date.today().isoformat()
     parts = [START, "",
              f"Measured on {machine()}, {date}; training on {', '.join(devices) or '?'}. "
@@ -159,14 +168,13 @@ def results_block(config: Mapping[str, Any], results: str | Path, readme_dir: st
              "student trained on the ground truth alone (negative = better).", ""]
     for dataset in config["datasets"]:
         parts += [f"**{dataset}**", "", _markdown(headline_rows(config, summary, dataset)), ""]
-    figure = figure or _first_gain_figure(results / "figures")
+    figure = figure or _first_gain_figure(results / "figures", config)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.png", figure):
+        raise SdkdError(f"--figure {figure!r}: expected the file name of a PNG in "
+                        f"{results / 'figures'}")
     source = results / "figures" / figure
     if not source.is_file():
         raise SdkdError(f"{source}: figure not found (see results/figures/figures.json)")
-    target = readme_dir / "docs" / "results" / figure
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
     parts += [f"![{figure}](docs/results/{figure})", ""]
     benchmarks = results / "benchmarks"
     if benchmarks.is_dir():
@@ -175,6 +183,11 @@ def results_block(config: Mapping[str, Any], results: str | Path, readme_dir: st
         parts += [f"Pipeline wall time {wall / 60:.1f} min; share of the job time by stage: "
                   f"{shares}.", ""]
     parts.append(END)
+    # the copy last: an input that fails above leaves nothing next to the README
+    target = readme_dir / "docs" / "results" / figure
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
     return "\n".join(parts)
 
 

@@ -9,6 +9,7 @@ the questions that several outputs ask, so that each has one answer:
 - the plain baseline of a student: :meth:`Results.none_key` (:func:`none_key`);
 - the best setting of a student: :meth:`Results.best`;
 - the band errors of a dataset's runs: :meth:`Results.band_errors`;
+- a run's training history: :meth:`Results.history`;
 - whether the runs belong together: :meth:`Results.findings`.
 
 Findings (one :class:`Finding` per problem; ``summary.json`` lists them and the page
@@ -35,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from sdkd.errors import SdkdError
 from sdkd.evaluate.format import (
     Bands,
     InvalidEvaluation,
@@ -51,6 +53,7 @@ from sdkd.plan import (
     identity_changes,
     run_spec,
 )
+from sdkd.report.csvfile import numbers, read_csv
 
 # How many identity changes a `config` finding spells out.
 CHANGES_SHOWN = 3
@@ -88,9 +91,9 @@ class Finding:
 
 @dataclass(frozen=True)
 class DatasetBands:
-    """The band errors of a dataset's ok runs: ``cutoffs`` of the first usable section,
-    (run, its section) of every run with those cutoffs, and the labels of the ok runs
-    ``skipped`` (no usable section, or other cutoffs)."""
+    """The band errors of a dataset's ok runs: ``cutoffs`` of the first section, (run,
+    its section) of every run with those cutoffs, and the labels of the ok runs
+    ``skipped`` (a null section, or other cutoffs)."""
 
     cutoffs: tuple[float, ...]
     runs: list[tuple[dict[str, Any], Bands]]
@@ -130,7 +133,8 @@ class Results:
                 row = {"status": "missing", "note": "not in the metrics table"}
             rows.append({**row, **run})
         self.frame = pd.DataFrame(rows)
-        self._docs: dict[Path, dict[str, Any] | None] = {}
+        self._docs: dict[Path, dict[str, Any]] = {}
+        self._histories: dict[Path, pd.DataFrame] = {}
 
     # ---- runs
 
@@ -175,7 +179,13 @@ class Results:
     # ---- files
 
     def doc(self, run: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The checked evaluation file of an ``ok`` run, or None (not ok, or unusable)."""
+        """The checked evaluation file of an ``ok`` run; None for a run that is not ok.
+
+        Raises:
+            SdkdError: when the file of an ok run is gone or fails the check: it changed
+                after the metrics table was made, and showing the run without it, or
+                leaving it out, would be silently partial.
+        """
         if run["status"] != "ok":
             return None
         path = (self.eval_root / run["eval_file"] if self.eval_root is not None
@@ -183,21 +193,19 @@ class Results:
         if path not in self._docs:
             try:
                 self._docs[path] = read_evaluation(path, run)
-            except InvalidEvaluation:
-                self._docs[path] = None
+            except InvalidEvaluation as exc:
+                raise SdkdError(f"{exc} (the metrics table lists {run_label(run)} as ok: the "
+                                "file changed since; run `sdkd aggregate` again)") from None
         return self._docs[path]
 
     def docs(self, runs: pd.DataFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(run, evaluation file) of the runs among ``runs`` that have a usable file."""
-        out = []
-        for run in runs.to_dict("records"):
-            doc = self.doc(run)
-            if doc is not None:
-                out.append((run, doc))
-        return out
+        """(run, evaluation file) of the ok runs among ``runs``."""
+        return [(run, doc) for run in runs.to_dict("records")
+                if (doc := self.doc(run)) is not None]
 
     def band_errors(self, dataset: str) -> DatasetBands | None:
-        """The band errors of ``dataset``'s ok runs; None when no file has usable ones."""
+        """The band errors of ``dataset``'s ok runs; None when every file's section is
+        null."""
         cutoffs: tuple[float, ...] | None = None
         found, skipped = [], []
         for run in self.runs(dataset, ok=True).to_dict("records"):
@@ -215,17 +223,24 @@ class Results:
         return DatasetBands(cutoffs, found, skipped) if cutoffs is not None else None
 
     def history(self, run: Mapping[str, Any]) -> pd.DataFrame | None:
-        """The run's ``history.csv`` under ``runs_root`` (one row per epoch), or None when
-        it is absent, unreadable or has no epochs."""
+        """The run's ``history.csv`` under ``runs_root`` (one row per epoch, numbers in
+        every column but ``device``), or None when there is none.
+
+        Raises:
+            SdkdError: naming the file, when it is there but not such a table.
+        """
         if self.runs_root is None:
             return None
-        try:
-            frame = pd.read_csv(self.runs_root / run["run_dir"] / "history.csv")
-        except (OSError, ValueError, pd.errors.ParserError):
+        path = self.runs_root / run["run_dir"] / "history.csv"
+        if not path.exists():
             return None
-        if "epoch" not in frame.columns or frame.empty:
-            return None
-        return frame
+        if path not in self._histories:
+            frame = read_csv(path, what="training history", required=("epoch",))
+            for column in frame.columns:
+                if column != "device":
+                    frame[column] = numbers(frame, column, path)
+            self._histories[path] = frame
+        return self._histories[path]
 
     # ---- do the runs belong together?
 

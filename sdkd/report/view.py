@@ -38,12 +38,12 @@ from sdkd.report.tables import html_table
 @dataclass(frozen=True)
 class BandMeans:
     """Mean per-band test MSE (K,) of the teacher, keyed ``(teacher, "teacher")``, and of
-    every ``(student, bands)`` group over its ok runs with usable band errors; the mean
-    truth energy per band (K,) or None; the labels of the ok runs left out."""
+    every ``(student, bands)`` group over its ok runs with band errors; the mean truth
+    energy per band (K,); the labels of the ok runs left out."""
 
     cutoffs: tuple[float, ...]
     mse: dict[tuple[str, str], np.ndarray]
-    truth: np.ndarray | None
+    truth: np.ndarray
     skipped: list[str]
 
 
@@ -231,14 +231,12 @@ class DatasetView:
         if found is None:
             return None
         values: dict[tuple[str, str], list[np.ndarray]] = {}
-        truth = []
         for run, bands in found.runs:
             key = (run["model"], "teacher" if run["role"] == "teacher" else run["bands"])
             values.setdefault(key, []).append(bands.mse)
-            if bands.truth_energy is not None:
-                truth.append(bands.truth_energy)
+        truth = np.mean([bands.truth_energy for _, bands in found.runs], axis=0)
         return BandMeans(found.cutoffs, {k: np.mean(v, axis=0) for k, v in values.items()},
-                         np.mean(truth, axis=0) if truth else None, found.skipped)
+                         truth, found.skipped)
 
     def band_table(self) -> Markup | None:
         """Per band: the truth's energy share, the teacher's MSE, and per student the plain
@@ -247,11 +245,12 @@ class DatasetView:
             return None
         labels = band_labels(self.bands.cutoffs)
         n = len(labels)
-        columns: dict[tuple[str, str], list[str]] = {("", "band (cycles / domain)"): labels}
-        if self.bands.truth is not None:
-            total = float(np.sum(self.bands.truth))
-            columns[("", "truth energy")] = [f"{100 * v / total:.1f} %" if total > 0 else DASH
-                                             for v in self.bands.truth]
+        total = float(np.sum(self.bands.truth))
+        columns: dict[tuple[str, str], list[str]] = {
+            ("", "band (cycles / domain)"): labels,
+            ("", "truth energy"): [f"{100 * v / total:.1f} %" if total > 0 else DASH
+                                   for v in self.bands.truth],
+        }
         mse = self.bands.mse
         columns[(self.teacher, "teacher")] = _column(mse.get((self.teacher, "teacher")), n)
         for student in self.students:
