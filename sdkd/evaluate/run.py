@@ -29,6 +29,7 @@ forecast or the SSIM on grids under 11 px, become ``null``).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -58,6 +59,7 @@ from sdkd.evaluate.format import (
 )
 from sdkd.evaluate.metrics import ForecastMetrics
 from sdkd.evaluate.spectra import SpectrumAccumulator
+from sdkd.jsonfile import read_bounded
 from sdkd.models import build_from_spec, count_parameters, flops_per_sample
 from sdkd.models.base import ForecastModel
 from sdkd.train.checkpoint import load_checkpoint, sub_state_dict, weights_sha256
@@ -208,11 +210,11 @@ def training_cost(run_dir: Path) -> dict[str, Any]:
         log.info("no %s: training cost left empty", path)
         return cost
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        text = read_bounded(path, what="training history").decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
         seconds = [float(r["seconds"]) for r in rows]
         peaks = [float(r["peak_memory_mb"]) for r in rows if r.get("peak_memory_mb")]
-    except (OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
+    except (SdkdError, OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
         log.warning("%s: unreadable training history (%s); training cost left empty", path, exc)
         return cost
     if not rows:
