@@ -41,7 +41,8 @@ def _cmd_acquire(args: argparse.Namespace) -> None:
 
     config = configuration.load(args.config)
     dataset = configuration.dataset_config(config, args.dataset)
-    path = acquire(dataset, args.out, name=args.dataset, seed=config["seed"])
+    path = acquire(dataset, args.out, name=args.dataset, seed=config["seed"],
+                   max_gib=config["limits"]["max_array_gib"])
     log.info("acquired %s → %s", args.dataset, path)
 
 
@@ -50,7 +51,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
     config = configuration.load(args.config)
     dataset = configuration.dataset_config(config, args.dataset)
-    path = preprocess(args.raw, args.out, dataset, name=args.dataset)
+    path = preprocess(args.raw, args.out, dataset, name=args.dataset,
+                      max_gib=config["limits"]["max_array_gib"])
     log.info("preprocessed %s → %s", args.dataset, path)
 
 

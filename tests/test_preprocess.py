@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from sdkd.checksum import sha256sum
 from sdkd.config import validate
 from sdkd.data.dataset import ForecastWindows
+from sdkd.data.limits import trajectory_chunks
 from sdkd.data.preprocess import SPLITS, preprocess
 
 
@@ -153,3 +154,13 @@ def test_window_overrides_and_out_of_range(tmp_path):
     assert len(ds) == 4 and ds[3][1].shape[0] == 4
     with pytest.raises(IndexError):
         ds.window(len(ds))
+
+
+@pytest.mark.parametrize("shape, chunks", [
+    ((4, 20, 1, 64, 64), (1, 20, 1, 64, 64)),  # a trajectory is one chunk
+    ((4, 100, 2, 2048, 2048), (1, 7, 2, 2048, 2048)),  # 3.1 GiB: split along time
+    ((1, 3, 1, 16384, 16384), (1, 1, 1, 4096, 16384)),  # 1 GiB frames: split along rows
+])
+def test_chunks_stay_small(shape, chunks):
+    """HDF5 refuses chunks of 4 GiB; large trajectories are split, small ones are not."""
+    assert trajectory_chunks(shape) == chunks

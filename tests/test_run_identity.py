@@ -79,7 +79,7 @@ STUDENT_FIELDS = {
     "student epochs": _set("training.student.epochs", 3),
     "student batch size": _set("training.student.batch_size", 2),
     "band weights": _set("distill.settings.dual.weights", [1.0, 2.0]),
-    "band cutoffs": _set("distill.settings.dual.cutoffs", [3]),
+    "band cutoffs": _set("distill.settings.dual.cutoffs", [1.5]),
     "setting's lam": _set("distill.settings.dual.lam", 0.5),
     "inherited lam": _set("distill.lam", 0.5),
     "inherited latent weight": _set("distill.latent_weight", 0.5),

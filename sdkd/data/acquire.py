@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import sdkd
-from sdkd.atomic import atomic_path
 from sdkd.data import diffusion_reaction, navier_stokes
+from sdkd.data.limits import DEFAULT_MAX_GIB, FLOAT32, h5_output, trajectory_chunks
 from sdkd.data.raw import open_raw
 from sdkd.errors import SdkdError
 
@@ -112,18 +112,17 @@ def simulate(sim: Mapping[str, Any], out: Path, *, seed: int) -> Path:
     generator = torch.Generator().manual_seed(seed)
     solve, attrs = SOLVERS[sim["equation"]](sim, generator, device)
     n, batch_size = sim["n_trajectories"], sim["batch_size"]
+    shape = (n, len(attrs["times"]), len(attrs["channels"]), sim["resolution"], sim["resolution"])
     log.info("simulate %s: %d trajectories on %s", sim["equation"], n, device)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        frames = None
+    with h5_output(out, math.prod(shape) * FLOAT32) as f:
+        frames = f.create_dataset(
+            "frames", shape=shape, dtype=np.float32, chunks=trajectory_chunks(shape)
+        )
         for start in tqdm(range(0, n, batch_size), desc=f"simulate {sim['equation']}",
                           unit="batch"):
-            batch = solve(slice(start, start + batch_size)).float().cpu().numpy()
-            if frames is None:
-                frames = f.create_dataset(
-                    "frames", shape=(n, *batch.shape[1:]), dtype=np.float32,
-                    chunks=(1, *batch.shape[1:]),
-                )
-            frames[start : start + len(batch)] = batch
+            frames[start : start + batch_size] = solve(
+                slice(start, start + batch_size)
+            ).float().cpu().numpy()
         frames.attrs.update({k: v for k, v in attrs.items() if k != "times"})
         f["times"] = attrs["times"]
         f.attrs.update(
@@ -138,16 +137,25 @@ def simulate(sim: Mapping[str, Any], out: Path, *, seed: int) -> Path:
     return out
 
 
-def link_file(spec: Mapping[str, Any], out: Path) -> Path:
+def link_file(spec: Mapping[str, Any], out: Path, *, max_gib: float = DEFAULT_MAX_GIB) -> Path:
     """Check the user's file reads as declared, then link it at ``out``.
 
     A symlink keeps large user files where they are; it is placed atomically so a
     half-made link never exists.
     """
-    source = Path(spec["path"]).expanduser().resolve()
+    given = Path(spec["path"]).expanduser()
     options = {key: spec[key] for key in ("variable", "axes", "dt", "dx")}
-    with open_raw(source, "array", channels=spec.get("channels"), **options) as raw:
-        log.info("file %s: %s %s", source, spec["variable"], raw.shape)
+    # Checked under the name the user gave, so a message names the path in the config
+    # (and a link loop is reported before resolving it would fail).
+    with open_raw(given, "array", max_gib=max_gib, channels=spec.get("channels"),
+                  **options) as raw:
+        log.info("file %s: %s %s", given, spec["variable"], raw.shape)
+    source = given.resolve()
+    if out.is_dir():
+        raise SdkdError(f"{out}: is a directory; expected the path of the link to write")
+    if not out.is_symlink() and out.exists() and os.path.samefile(out, source):
+        # Replacing it with a link to itself would destroy the user's data.
+        raise SdkdError(f"{out}: is the data file {spec['path']} itself; link it elsewhere")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.link")
     tmp.unlink(missing_ok=True)
@@ -156,8 +164,18 @@ def link_file(spec: Mapping[str, Any], out: Path) -> Path:
     return out
 
 
-def acquire(dataset: Mapping[str, Any], out: str | Path, *, name: str, seed: int) -> Path:
-    """Write the raw file of dataset ``name`` to ``out``, whatever its source."""
+def acquire(
+    dataset: Mapping[str, Any],
+    out: str | Path,
+    *,
+    name: str,
+    seed: int,
+    max_gib: float = DEFAULT_MAX_GIB,
+) -> Path:
+    """Write the raw file of dataset ``name`` to ``out``, whatever its source.
+
+    ``max_gib`` (``limits.max_array_gib``) bounds one trajectory of a linked file.
+    """
     out = Path(out)
     source = dataset["source"]
     if source == "simulate":
@@ -167,4 +185,4 @@ def acquire(dataset: Mapping[str, Any], out: str | Path, *, name: str, seed: int
 
         remote = resolve(dataset["download"])
         return fetch(remote.url, remote.known_hash, out)
-    return link_file(dataset["file"], out)
+    return link_file(dataset["file"], out, max_gib=max_gib)

@@ -4,20 +4,30 @@ A window is ``in_steps`` consecutive frames followed by the next ``out_steps``;
 windows start every ``window_stride`` frames of a trajectory and never cross from one
 trajectory (or split) into another. Samples are normalised per channel with the
 train-split statistics stored in the file.
+
+Nothing in a canonical file is trusted unchecked: the split's rank and dtype, the
+window attributes (positive integers), one channel name, mean and std per channel (std
+positive and finite), and, before a split is read whole (``in_memory``), its size
+against ``limits.max_array_gib``. A file that fails says so in one line and asks for
+``sdkd preprocess`` again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sdkd.data.limits import DEFAULT_MAX_GIB, H5_ERRORS, check_array, first_line
 from sdkd.data.preprocess import SPLITS
 from sdkd.errors import SdkdError
 
@@ -41,9 +51,14 @@ def fingerprint(path: str | Path) -> str:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in _PROVENANCE_ONLY}
-            shapes = {s: list(f[f"{s}/frames"].shape) for s in SPLITS if f"{s}/frames" in f}
-    except OSError as exc:
-        raise SdkdError(f"{path}: cannot open as HDF5 ({exc})") from None
+            splits = {s: f.get(f"{s}/frames") for s in SPLITS}
+            shapes = {
+                s: list(d.shape)
+                for s, d in splits.items()
+                if isinstance(d, h5py.Dataset) and d.shape is not None
+            }
+    except H5_ERRORS as exc:
+        raise SdkdError(f"{path}: cannot open as HDF5 ({first_line(exc)})") from None
     text = json.dumps({"attrs": attrs, "shapes": shapes}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -73,6 +88,8 @@ class ForecastWindows(Dataset):
         split: ``train``, ``val`` or ``test``.
         in_steps, out_steps, window_stride: override the values stored in the file.
         in_memory: read the whole split into RAM once (small data, fastest epochs).
+        max_gib: the largest split (GiB as float32) ``in_memory`` may read,
+            ``limits.max_array_gib``.
     """
 
     def __init__(
@@ -84,6 +101,7 @@ class ForecastWindows(Dataset):
         out_steps: int | None = None,
         window_stride: int | None = None,
         in_memory: bool = False,
+        max_gib: float = DEFAULT_MAX_GIB,
     ) -> None:
         if split not in SPLITS:
             raise SdkdError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
@@ -92,12 +110,19 @@ class ForecastWindows(Dataset):
         self._file: h5py.File | None = None
         self._memory = None
         attrs, shape = self._read_header()
-        self.in_steps = in_steps or int(attrs["in_steps"])
-        self.out_steps = out_steps or int(attrs["out_steps"])
-        self.window_stride = window_stride or int(attrs["window_stride"])
-        self.channels = [str(c) for c in attrs["channels"]]
-        self.mean = torch.as_tensor(np.asarray(attrs["mean"]), dtype=torch.float32)
-        self.std = torch.as_tensor(np.asarray(attrs["std"]), dtype=torch.float32)
+        self.in_steps = in_steps or self._count(attrs, "in_steps")
+        self.out_steps = out_steps or self._count(attrs, "out_steps")
+        self.window_stride = window_stride or self._count(attrs, "window_stride")
+        channels = shape[2]
+        names = self._per_channel(attrs, "channels", channels, "SUO", "channel names")
+        self.channels = [str(c) for c in names]
+        mean = self._per_channel(attrs, "mean", channels, "fiu", "numbers").astype(np.float64)
+        std = self._per_channel(attrs, "std", channels, "fiu", "numbers").astype(np.float64)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise self._bad(f"attributes mean {mean.tolist()} and std {std.tolist()} "
+                            "must be finite, std positive")
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.std = torch.as_tensor(std, dtype=torch.float32)
         self.n_trajectories, self.n_frames = shape[0], shape[1]
         self.frame_shape = tuple(shape[2:])
         span = self.in_steps + self.out_steps
@@ -108,9 +133,35 @@ class ForecastWindows(Dataset):
             )
         self.starts_per_trajectory = (self.n_frames - span) // self.window_stride + 1
         self._pid: int | None = None
-        self._memory = self._frames()[()] if in_memory else None
         if in_memory:
+            check_array(shape, max_gib, f"{self.path}: /{split}/frames read whole (in_memory)",
+                        "train with in_memory: false")
+            self._memory = self._read(lambda frames: frames[()])
             self._close()
+
+    def _bad(self, what: str) -> SdkdError:
+        return SdkdError(
+            f"{self.path}: not a canonical sdkd dataset ({what}); run `sdkd preprocess` again"
+        )
+
+    def _count(self, attrs: dict[str, Any], name: str) -> int:
+        """A window attribute: a positive integer."""
+        value = np.asarray(attrs[name])
+        if value.shape != () or value.dtype.kind not in "iu" or value < 1:
+            raise self._bad(f"attribute {name} is {value.tolist()!r}, expected a positive integer")
+        return int(value)
+
+    def _per_channel(
+        self, attrs: dict[str, Any], name: str, channels: int, kinds: str, what: str
+    ) -> np.ndarray:
+        """An attribute with one entry per channel, of a dtype kind in ``kinds``."""
+        value = np.asarray(attrs[name])
+        if value.shape != (channels,) or value.dtype.kind not in kinds:
+            raise self._bad(
+                f"attribute {name} is {value.tolist()!r}, expected {channels} {what}, one per "
+                "channel of the frames"
+            )
+        return value
 
     def _read_header(self) -> tuple[dict, tuple[int, ...]]:
         if not self.path.exists():
@@ -118,15 +169,31 @@ class ForecastWindows(Dataset):
         try:
             with h5py.File(self.path, "r") as f:
                 missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
-                if missing or f"{self.split}/frames" not in f:
+                frames = f.get(f"{self.split}/frames")
+                if missing or not isinstance(frames, h5py.Dataset):
                     what = ", ".join(missing) or f"/{self.split}/frames"
                     raise SdkdError(
                         f"{self.path}: not a canonical sdkd dataset (missing {what}); "
                         "run `sdkd preprocess`"
                     )
-                return dict(f.attrs), f[f"{self.split}/frames"].shape
-        except OSError as exc:
-            raise SdkdError(f"{self.path}: cannot open as HDF5 ({exc})") from None
+                shape = frames.shape or ()
+                if len(shape) != 5 or frames.dtype.kind != "f" or math.prod(shape) == 0:
+                    raise self._bad(
+                        f"/{self.split}/frames is {frames.dtype} of shape {frames.shape}, "
+                        "expected float (N, T, C, H, W) with no empty axis"
+                    )
+                return dict(f.attrs), shape
+        except H5_ERRORS as exc:
+            raise SdkdError(f"{self.path}: cannot open as HDF5 ({first_line(exc)})") from None
+
+    def _read(self, select: Callable[[h5py.Dataset], np.ndarray]) -> np.ndarray:
+        try:
+            return select(self._frames())
+        except H5_ERRORS as exc:  # a file cut short or damaged since it was opened
+            raise SdkdError(
+                f"{self.path}: cannot read /{self.split}/frames ({first_line(exc)}); "
+                "run `sdkd preprocess` again"
+            ) from None
 
     def _frames(self) -> h5py.Dataset:
         if self._file is None or self._pid != os.getpid():
@@ -158,8 +225,11 @@ class ForecastWindows(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         trajectory, start = self.window(index)
         stop = start + self.in_steps + self.out_steps
-        source = self._memory if self._memory is not None else self._frames()
-        frames = torch.from_numpy(np.asarray(source[trajectory, start:stop], dtype=np.float32))
+        if self._memory is not None:
+            window = self._memory[trajectory, start:stop]
+        else:
+            window = self._read(lambda frames: frames[trajectory, start:stop])
+        frames = torch.from_numpy(np.asarray(window, dtype=np.float32))
         frames = self.normalize(frames)
         return frames[: self.in_steps], frames[self.in_steps :]
 

@@ -11,22 +11,28 @@ Splits are by trajectory, in file order (train first). A single long series is c
 time into three contiguous segments instead, so no window can straddle two splits.
 Mean and std are per channel over the train split only, accumulated in float64 with
 Chan's pairwise update so that long runs do not lose precision.
+
+Before anything is read, each split's array is checked against ``limits.max_array_gib``
+(training may read a split whole) and the output directory's free space against the
+splits' uncompressed size (see :mod:`sdkd.data.limits`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
 import sdkd
-from sdkd.atomic import atomic_path
 from sdkd.checksum import sha256sum
+from sdkd.data.limits import DEFAULT_MAX_GIB, FLOAT32, check_array, h5_output, trajectory_chunks
 from sdkd.data.raw import RawSeries, open_raw
 from sdkd.errors import SdkdError
 
@@ -73,16 +79,22 @@ def split_sizes(split: Mapping[str, float], total: int, what: str) -> dict[str, 
     return sizes
 
 
-class _Segment:
-    """Where one output trajectory comes from: raw trajectory and frame range."""
+@dataclass(frozen=True)
+class _Split:
+    """Where one split comes from: raw trajectories ``first`` … ``first + count - 1``,
+    each cut to frames ``start:stop`` (counted after ``temporal_stride``).
 
-    def __init__(self, index: int, start: int, stop: int) -> None:
-        self.index, self.start, self.stop = index, start, stop
+    A range, not a list per trajectory: the trajectory count comes from the file, and a
+    file claiming 10⁹ trajectories must reach the size check, not build a list first.
+    """
+
+    first: int
+    count: int
+    start: int
+    stop: int
 
 
-def plan_splits(
-    n: int, t: int, dataset: Mapping[str, Any]
-) -> dict[str, list[_Segment]]:
+def plan_splits(n: int, t: int, dataset: Mapping[str, Any]) -> dict[str, _Split]:
     """Assign raw trajectories (or time segments of a single series) to splits.
 
     Args:
@@ -99,7 +111,7 @@ def plan_splits(
                     f"the {name} part of the single series has {sizes[name]} frames, too few "
                     f"for in_steps + out_steps = {need}"
                 )
-            plan[name] = [_Segment(0, start, start + sizes[name])]
+            plan[name] = _Split(0, 1, start, start + sizes[name])
             start += sizes[name]
         return plan
     if t < need:
@@ -109,7 +121,7 @@ def plan_splits(
     sizes = split_sizes(dataset["split"], n, "trajectories")
     plan, first = {}, 0
     for name in SPLITS:
-        plan[name] = [_Segment(i, 0, t) for i in range(first, first + sizes[name])]
+        plan[name] = _Split(first, sizes[name], 0, t)
         first += sizes[name]
     return plan
 
@@ -139,27 +151,41 @@ class _ChannelStats:
 
 
 def _frames(
-    raw: RawSeries, segment: _Segment, dataset: Mapping[str, Any]
+    raw: RawSeries, index: int, part: _Split, dataset: Mapping[str, Any]
 ) -> np.ndarray:
     ts, xs = dataset["temporal_stride"], dataset["spatial_stride"]
-    frames = raw.trajectory(segment.index)[::ts][segment.start : segment.stop, :, ::xs, ::xs]
+    frames = raw.trajectory(index)[::ts][part.start : part.stop, :, ::xs, ::xs]
     if not np.isfinite(frames).all():
         bad = int(np.argmax(~np.isfinite(frames).reshape(frames.shape[0], -1).all(axis=1)))
         raise SdkdError(
-            f"{raw.path}: trajectory {segment.index} contains NaN or Inf "
-            f"(first at frame {bad * ts} of the raw data)"
+            f"{raw.path}: trajectory {index} contains NaN or Inf, or a value beyond "
+            f"float32's range (first at frame {(part.start + bad) * ts} of the raw data)"
         )
     return np.ascontiguousarray(frames)
 
 
-def _iter_plan(plan: dict[str, list[_Segment]]) -> Iterator[tuple[str, int, _Segment]]:
-    for name in SPLITS:
-        for position, segment in enumerate(plan[name]):
-            yield name, position, segment
+def _iter_plan(plan: dict[str, _Split]) -> Iterator[tuple[str, int, int, _Split]]:
+    """(split name, position in the split, raw trajectory, split) in writing order."""
+    for split in SPLITS:
+        part = plan[split]
+        for position in range(part.count):
+            yield split, position, part.first + position, part
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
 
 
 def preprocess(
-    raw_path: str | Path, out: str | Path, dataset: Mapping[str, Any], *, name: str
+    raw_path: str | Path,
+    out: str | Path,
+    dataset: Mapping[str, Any],
+    *,
+    name: str,
+    max_gib: float = DEFAULT_MAX_GIB,
 ) -> Path:
     """Convert a raw file into the canonical HDF5 at ``out`` (atomically).
 
@@ -168,36 +194,48 @@ def preprocess(
         out: the canonical file to write.
         dataset: the validated config block of the dataset.
         name: the dataset's name (stored as provenance).
+        max_gib: the largest array (GiB as float32) to read or build: one raw
+            trajectory, one split; ``limits.max_array_gib``.
     """
     raw_path, out = Path(raw_path), Path(out)
+    if _same_file(raw_path, out):
+        raise SdkdError(f"{out}: is the raw file itself; write the canonical file elsewhere")
     layout, options = raw_layout(dataset)
-    with open_raw(raw_path, layout, **options) as raw:
+    with open_raw(raw_path, layout, max_gib=max_gib, **options) as raw:
         n_raw, t_raw, c, h, w = raw.shape
         n = min(n_raw, dataset["max_trajectories"] or n_raw)
         ts, xs = dataset["temporal_stride"], dataset["spatial_stride"]
         t = len(range(0, t_raw, ts))
         h, w = len(range(0, h, xs)), len(range(0, w, xs))
         plan = plan_splits(n, t, dataset)
+        shapes = {
+            split: (part.count, part.stop - part.start, c, h, w) for split, part in plan.items()
+        }
+        for split, shape in shapes.items():
+            check_array(
+                shape, max_gib, f"{raw_path}: the {split} split",
+                "lower max_trajectories or raise temporal_stride or spatial_stride",
+            )
         log.info("preprocess %s: %s → %s, splits %s", name, raw_path, out,
-                 {k: len(v) for k, v in plan.items()})
+                 {k: v.count for k, v in plan.items()})
         stats = _ChannelStats(c)
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-            for split in SPLITS:
-                seg_t = plan[split][0].stop - plan[split][0].start
+        nbytes = sum(math.prod(shape) * FLOAT32 for shape in shapes.values())
+        with h5_output(out, nbytes) as f:
+            for split, shape in shapes.items():
                 f.create_dataset(
                     f"{split}/frames",
-                    shape=(len(plan[split]), seg_t, c, h, w),
+                    shape=shape,
                     dtype=np.float32,
-                    chunks=(1, seg_t, c, h, w),
+                    chunks=trajectory_chunks(shape),
                     compression="gzip",
                     compression_opts=4,
                     shuffle=True,
                 )
-            total = sum(len(v) for v in plan.values())
-            for split, position, segment in tqdm(
+            total = sum(v.count for v in plan.values())
+            for split, position, index, part in tqdm(
                 _iter_plan(plan), total=total, desc=f"preprocess {name}", unit="traj"
             ):
-                frames = _frames(raw, segment, dataset)
+                frames = _frames(raw, index, part, dataset)
                 f[f"{split}/frames"][position] = frames
                 if split == "train":
                     stats.update(frames)

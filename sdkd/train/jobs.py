@@ -51,16 +51,17 @@ _DATA_KEYS = ("in_memory",)
 
 
 def load_splits(
-    path: str | Path, training: Mapping[str, Any], dataset: str
+    config: Mapping[str, Any], role: str, dataset: str, path: str | Path
 ) -> tuple[ForecastWindows, ...]:
-    """Train and validation windows of the canonical file of ``dataset``.
+    """Train and validation windows of the canonical file of ``dataset``, read as the
+    ``role``'s training block says, within ``limits.max_array_gib``.
 
     The file knows which dataset it holds: a teacher or student labelled with one
     dataset's name is never trained on another's file.
     """
-    splits = tuple(
-        ForecastWindows(path, split, in_memory=training["in_memory"]) for split in ("train", "val")
-    )
+    in_memory, max_gib = config["training"][role]["in_memory"], config["limits"]["max_array_gib"]
+    splits = tuple(ForecastWindows(path, split, in_memory=in_memory, max_gib=max_gib)
+                   for split in ("train", "val"))
     with h5py.File(path, "r") as f:
         holds = f.attrs.get("dataset")
     holds = holds.decode() if isinstance(holds, bytes) else holds
@@ -145,7 +146,7 @@ def train_teacher(
     """Train ``config['models']['teacher']`` on ``dataset``; files as in the module docstring."""
     out_dir = Path(out_dir)
     training = config["training"]["teacher"]
-    train_set, val_set = load_splits(data_path, training, dataset)
+    train_set, val_set = load_splits(config, "teacher", dataset, data_path)
     meta = data_meta(dataset, train_set)
     identity = run_identity(run_spec(config, dataset, "teacher"), data=fingerprint(data_path))
     torch.manual_seed(config["seed"])
@@ -202,7 +203,7 @@ def distill_student(
     out_dir = Path(out_dir)
     training = config["training"]["student"]
     setting = band_setting(config["distill"], bands)
-    train_set, val_set = load_splits(data_path, training, dataset)
+    train_set, val_set = load_splits(config, "student", dataset, data_path)
     meta = data_meta(dataset, train_set)
     spec, data = run_spec(config, dataset, "student", student, bands, seed), fingerprint(data_path)
     teacher = None
