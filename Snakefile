@@ -6,7 +6,13 @@
 #   snakemake --profile workflow/profiles/slurm           # a SLURM cluster
 #   snakemake --report results/snakemake-report.zip       # figures with captions, provenance
 
-from snakemake.utils import min_version, validate
+import subprocess
+import sys
+
+from snakemake.utils import min_version
+
+from sdkd.config import config_source, validate
+from sdkd.errors import SdkdError
 
 min_version("8.20")
 
@@ -18,7 +24,16 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# sdkd's validation, not Snakemake's `validate`: the checks of `sdkd check-config` and
+# its one-line message naming the user's file and key (Snakemake's prints the schema
+# and the whole config). The checks that import torch (model names, band settings) wait
+# for `onstart` below, so that planning the DAG stays light.
+CONFIG_SOURCE = config_source(workflow.configfiles, workflow.config_settings.config)
+try:
+    validate(config, source=CONFIG_SOURCE, models=False)
+except SdkdError as error:
+    print(f"sdkd: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 report: "workflow/report/workflow.rst"
@@ -31,6 +46,15 @@ include: "workflow/rules/train_teacher.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+
+
+# Before the first job of a real run (not a dry run): the whole of `sdkd check-config`
+# on the resolved config, in its own process (it imports torch). It prints its own
+# one-line error, naming the user's file through the resolved file's header.
+onstart:
+    check = [sys.executable, "-m", "sdkd", "check-config", "--config", str(CONFIG_FILE)]
+    if subprocess.run(check, stdout=subprocess.DEVNULL, check=False).returncode:
+        sys.exit(2)
 
 
 localrules:

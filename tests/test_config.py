@@ -191,3 +191,90 @@ def test_resolved_config_keeps_the_users_order(tmp_path):
                                                                               "dual": {}}}}
     text = write_resolved(config, tmp_path).read_text()
     assert text.index("zeta") < text.index("alpha") and text.index("none") < text.index("dual")
+
+
+# ---- what validation knows about the models, without importing them --------------------------
+
+
+def test_validation_agrees_with_the_models():
+    """The light copies in sdkd.config and the schema say what sdkd.models does: every
+    family downsamples by MODEL_DOWNSAMPLING, and the override keys of each role are
+    exactly the keys its families accept."""
+    from sdkd.models.registry import get_family, model_names
+
+    families = {f.name: f for f in (get_family(name)[0] for name in model_names())}
+    assert {f.cls.downsample_factor for f in families.values()} == {
+        configuration.MODEL_DOWNSAMPLING}
+    defs = configuration.schema()["$defs"]
+    students = set().union(*(f.overrides for name, f in families.items() if name != "teacher"))
+    assert set(defs["teacher_overrides"]["properties"]) == set(families["teacher"].overrides)
+    assert set(defs["student_overrides"]["properties"]) == students
+
+
+@pytest.mark.parametrize("grid", [1, 2, 3, 4, 5, 8, 9, 16])
+@pytest.mark.parametrize("cutoffs", [(0.5,), (1,), (1.4, 1.5), (1.1, 1.2), (2, 2.5, 3), (2.83,),
+                                     (2.8, 2.9), (5.5, 5.7, 8)])
+def test_empty_band_agrees_with_the_spectral_bands(grid, cutoffs):
+    from sdkd.distill.bands import SpectralBands
+
+    empty = configuration._empty_band(cutoffs, grid, grid)
+    try:
+        SpectralBands(cutoffs).masks(grid, grid)
+    except SdkdError as exc:
+        assert empty is not None and f"band {empty} is empty" in str(exc)
+    else:
+        assert empty is None
+
+
+def test_validation_without_models_imports_no_torch():
+    """The Snakefile validates with models=False while it plans, which must stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml\n"
+        "from sdkd.config import validate\n"
+        f"validate(yaml.safe_load(open({str(ROOT / 'config/paper.yaml')!r})), models=False)\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+
+# ---- the resolved config names the user's files ------------------------------------------------
+
+
+def test_a_resolved_config_names_the_users_file(tmp_path):
+    config = mutated(_set(("training", "student", "lr"), -1.0))
+    path = configuration.write_resolved(config, tmp_path, "config/mine.yaml")
+    with pytest.raises(SdkdError) as info:
+        configuration.load(path)
+    assert str(info.value).startswith(
+        f"config/mine.yaml (resolved in {path}): training.student.lr: -1.0 is less than"
+    )
+    # a good one loads as before; the header is a comment
+    good = configuration.write_resolved(base(), tmp_path, "config/mine.yaml")
+    assert configuration.load(good)["seed"] == base()["seed"]
+    assert good != path and configuration.write_resolved(base(), tmp_path) != good
+
+
+def test_the_resolved_header_is_one_line_whatever_the_names(tmp_path):
+    source = 'evil\nseed: 5 "quoted" \x00.yaml'
+    path = configuration.write_resolved(base(), tmp_path, source)
+    text = path.read_text()
+    assert text.count("\n") == configuration.write_resolved(base(), tmp_path).read_text().count(
+        "\n") + 1
+    assert yaml.safe_load(text)["seed"] == base()["seed"]
+    with pytest.raises(SdkdError) as info:
+        configuration.load(configuration.write_resolved(
+            mutated(_set(("seed",), -1)), tmp_path, source))
+    assert "\n" not in str(info.value) and "evil\\nseed" in str(info.value)
+
+
+def test_config_source_names_files_as_the_user_gave_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert configuration.config_source([tmp_path / "config" / "a.yaml"], {}) == "config/a.yaml"
+    assert configuration.config_source(["/elsewhere/b.yaml", "c.yaml"], {"seed": 1}) == (
+        "/elsewhere/b.yaml + c.yaml with --config overrides")
+    assert configuration.config_source([], {"seed": 1}) == "config with --config overrides"

@@ -292,7 +292,7 @@ def test_the_shadow_switch_is_a_checked_config_key():
 
 def test_workflow_imports_only_light_modules():
     code = (
-        "import sys, sdkd.plan, sdkd.config\n"
+        "import sys, sdkd.plan, sdkd.config, sdkd.errors\n"
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -300,7 +300,8 @@ def test_workflow_imports_only_light_modules():
     assert result.stdout.strip() == ""
     for path in [ROOT / "Snakefile", *(ROOT / "workflow/rules").glob("*.smk")]:
         for module in re.findall(r"^\s*(?:from|import) (sdkd[\w.]*)", path.read_text(), re.M):
-            assert module in ("sdkd.plan", "sdkd.config"), f"{path.name} imports {module}"
+            assert module in ("sdkd.plan", "sdkd.config", "sdkd.errors"), (
+                f"{path.name} imports {module}")
 
 
 def test_plan_agrees_with_the_losses():
@@ -314,3 +315,105 @@ def test_plan_agrees_with_the_losses():
     assert isinstance(resolved, plan.BandSetting)
     assert resolved.values() == plan.band_setting(distill, "dual_c8").values()
     assert resolved.setting == "dual" and resolved.seeds == (1, 2) and resolved.lam == 0.5
+
+
+# ---- hostile paths and bad configs --------------------------------------------------------
+
+
+def _shell_commands() -> dict[str, str]:
+    """Each rule's shell command as Snakemake formats it (adjacent literals joined)."""
+    commands = {}
+    for path in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        for match in re.finditer(r"^rule (\w+):.*?^    shell:\n((?:        \"[^\n]*\"\n)+)",
+                                 path.read_text(), re.M | re.S):
+            commands[match[1]] = "".join(re.findall(r'"(.*)"', match[2]))
+    return commands
+
+
+def test_every_value_reaching_a_shell_is_quoted():
+    """A file name, folder or param holding `$(...)`, a space or a quote stays one shell
+    word: every field of every rule's command is shell-quoted (`:q`)."""
+    commands = _shell_commands()
+    assert set(commands) >= {"acquire", "preprocess", "train_teacher", "distill",
+                             "evaluate_teacher", "evaluate_student", "aggregate", "figures",
+                             "report"}
+    for rule, command in commands.items():
+        fields = re.findall(r"\{([^{}]*)\}", command)
+        assert fields, rule
+        assert [f for f in fields if not f.endswith(":q")] == [], f"{rule}: {command}"
+
+
+@pytest.mark.workflow
+def test_hostile_file_names_run_as_data(tmp_path):
+    """A `file` source named `evil$(touch PWNED).h5`, and one in a folder with a space
+    and a quote: acquire and preprocess take them as names, no shell runs them."""
+    from snakerun import copy_workflow
+    from snakerun import snakemake as run_snakemake
+
+    work = copy_workflow(tmp_path / "work")
+    files = [tmp_path / "evil$(touch PWNED).h5", tmp_path / "my data" / "it's here.h5"]
+    for path in files:
+        path.parent.mkdir(exist_ok=True)
+        with h5py.File(path, "w") as f:
+            f["u"] = np.random.default_rng(0).normal(size=(6, 4, 8, 8)).astype(np.float32)
+    config = write_config(tmp_path, {"evil": file_dataset(files[0]),
+                                     "spaced": file_dataset(files[1])})
+    # targets first: --configfile takes every word after it
+    result = run_snakemake(work, "results/data/evil.h5", "results/data/spaced.h5",
+                           "--configfile", str(config))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (work / "results/data/evil.h5").is_file() and (work / "results/data/spaced.h5").is_file()
+    assert os.readlink(work / "resources/raw/evil" / files[0].name) == str(files[0])
+    assert not [p for p in (*tmp_path.rglob("PWNED"), *ROOT.glob("PWNED"))]
+
+
+def _bad_config(tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    edit(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c["datasets"]["navier_stokes"].update(bogus=1),
+         "datasets.navier_stokes: Additional properties are not allowed ('bogus' was"),
+        (lambda c: c["training"]["student"].update(lr=float("nan")), "training.student.lr"),
+        (lambda c: c["distill"]["settings"]["dual"].update(cutoffs=[3]),
+         "distill.settings.dual.cutoffs"),
+    ],
+    ids=["unknown key", "nan", "cutoff above Nyquist"],
+)
+def test_snakemake_stops_on_a_bad_config_with_one_line(workdir, tmp_path, sdkd_cli, edit, key):
+    """`snakemake -n --configfile bad.yaml`: the line `sdkd check-config` prints, once, and
+    nothing else (Snakemake's own validator printed 824 lines for an unknown key)."""
+    path = _bad_config(tmp_path, edit)
+    result = snakemake(workdir, "-n", "--configfile", str(path))
+    status, err = sdkd_cli("check-config", "--config", path)
+    assert status == result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == err
+    assert result.stderr.startswith(f"sdkd: error: {path}: {key}")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.workflow
+def test_snakemake_checks_the_models_before_the_first_job(tmp_path):
+    """What only torch can check (a model name) fails before any job, in one line that
+    names the user's file, not the resolved copy alone; nothing is written."""
+    from snakerun import copy_workflow
+    from snakerun import snakemake as run_snakemake
+
+    work = copy_workflow(tmp_path / "work")
+    path = _bad_config(tmp_path, lambda c: c["models"].update(students=["unet-xs"]))
+    result = run_snakemake(work, "--configfile", str(path), cores=1)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith(f"sdkd: error: {path} (resolved in {work}/.snakemake/sdkd/config-")
+    assert last.endswith("models.students: unknown size 'xs' for model family 'unet'; valid "
+                         "names: unet-s, unet-m, unet-l")
+    assert result.stderr.count("sdkd: error:") == 1 and "Traceback" not in result.stderr
+    assert not (work / "resources").exists() and not (work / "results").exists()

@@ -115,6 +115,9 @@ def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     config["training"]["teacher"]["epochs"] = 400
     (work / "config/long.yaml").write_text(yaml.safe_dump(config))
     run = work / "results/teachers/navier_stokes/teacher-tiny"
+    # The folder holds the finished 2-epoch run (its last.pt: Snakemake deleted the
+    # declared files), so the new run trains in its staging folder until it finishes.
+    staging = run / ".staging"
     target = str((run / "done.json").relative_to(work))
     command = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile",
                "config/long.yaml"]
@@ -123,24 +126,25 @@ def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # wait for a few epochs of the new run
-            history = run / "history.csv"
-            if history.exists() and len(history.read_text().splitlines()) > 4 and \
-                    "400" in (run / "config.yaml").read_text():
+            history = staging / "history.csv"
+            if history.exists() and len(history.read_text().splitlines()) > 4:
                 break
             time.sleep(0.2)
         os.killpg(job.pid, signal.SIGKILL)
     finally:
         job.wait()
     assert not (run / "done.json").exists()  # nothing looks finished
-    epochs_done = len((run / "history.csv").read_text().splitlines()) - 1
+    assert (run / "last.pt").exists()  # the old run's last file is still there
+    epochs_done = len((staging / "history.csv").read_text().splitlines()) - 1
     assert 0 < epochs_done < 400
     # a killed Snakemake leaves its lock; what a user types after a crash:
     assert snakemake(work, "--unlock", "--configfile", "config/long.yaml").returncode == 0
     result = snakemake(work, target, "--rerun-incomplete", "--configfile", "config/long.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     log = (work / "results/logs/train_teacher/navier_stokes/teacher-tiny.log").read_text()
-    assert re.search(r"resuming .* after epoch \d+ of 400", log)
-    assert (run / "done.json").exists()
+    assert re.search(r"resuming .*\.staging after epoch \d+ of 400", log)
+    done = json.loads((run / "done.json").read_text())
+    assert done["epochs_run"] == 400 and not staging.exists()
 
 
 # ---- every file a job reads from a training folder is declared ----------------------------

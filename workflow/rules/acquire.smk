@@ -15,5 +15,5 @@ rule acquire:
         config=CONFIG_FILE,
         dataset=dataset_params,
     shell:
-        "sdkd --threads {threads} acquire --config {params.config}"
-        " --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "sdkd --threads {threads:q} acquire --config {params.config:q}"
+        " --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1"

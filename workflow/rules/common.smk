@@ -25,8 +25,9 @@ from sdkd.plan import (
 # clone, another folder) without rerunning anything. What a job depends on is recorded
 # by its other params (below), so a changed key reruns exactly the jobs that use it,
 # not the whole grid. The path is absolute: a job in a shadow folder (SHADOW) runs
-# elsewhere, where a relative .snakemake/ does not exist.
-CONFIG_FILE = write_resolved(config, os.path.abspath(".snakemake/sdkd"))
+# elsewhere, where a relative .snakemake/ does not exist. The file records the user's
+# config files (CONFIG_SOURCE, Snakefile), which a job's config error then names.
+CONFIG_FILE = write_resolved(config, os.path.abspath(".snakemake/sdkd"), CONFIG_SOURCE)
 # `execution: {shadow: minimal}` (workflow/schemas/config.schema.yaml) runs the training
 # and evaluation rules, which use it in their `shadow:` directive, in shadow folders
 # holding links to their declared inputs only: a cluster pod's view of the files, on
@@ -37,6 +38,9 @@ TEACHER = config["models"]["teacher"]
 STUDENTS = list(config["models"]["students"])
 BANDS = list(config["distill"]["settings"])
 RUNS = expected_runs(config)
+# Each dataset's raw file name (a `file` source keeps the user's name, whatever its
+# characters): the only values the {filename} wildcard may take.
+RAW_FILES = sorted({raw_filename(block) for block in config["datasets"].values()})
 # Runs and figures follow each dataset's students/settings subset (sdkd.plan); the
 # wildcard constraints below stay global, the union over datasets.
 # Figures are named by the config (datasets, students), so they can be declared outputs.
@@ -50,7 +54,7 @@ def _one_of(names):
 
 wildcard_constraints:
     dataset=_one_of(DATASETS),
-    filename=r"[^/]+",
+    filename=_one_of(RAW_FILES),
     teacher=_one_of([TEACHER]),
     student=_one_of(STUDENTS),
     bands=_one_of(BANDS),
@@ -104,10 +108,14 @@ def teacher_for_setting(wildcards):
 
 
 def teacher_checkpoint(wildcards, input):
-    """`--teacher <teacher best.pt>` when the setting has a teacher, else nothing."""
+    """`--teacher <teacher best.pt>` when the setting has a teacher, else nothing.
+
+    A list, not one string: `{params.teacher:q}` in distill.smk quotes each item, so
+    the path stays one shell word whatever it holds, and an empty list adds nothing.
+    """
     if not input.teacher:
-        return ""
-    return f"--teacher {input.teacher}"
+        return []
+    return ["--teacher", input.teacher]
 
 
 def evaluation_files(wildcards):

@@ -29,7 +29,7 @@ rule distill:
         teacher=teacher_checkpoint,
         spec=student_spec,
     shell:
-        "sdkd --threads {threads} distill --config {params.config}"
-        " --dataset {wildcards.dataset} --data {input.data} {params.teacher}"
-        " --student {wildcards.student} --bands {wildcards.bands} --seed {wildcards.seed}"
-        " --out {params.run} > {log} 2>&1"
+        "sdkd --threads {threads:q} distill --config {params.config:q}"
+        " --dataset {wildcards.dataset:q} --data {input.data:q} {params.teacher:q}"
+        " --student {wildcards.student:q} --bands {wildcards.bands:q}"
+        " --seed {wildcards.seed:q} --out {params.run:q} > {log:q} 2>&1"

@@ -28,9 +28,9 @@ rule evaluate_teacher:
         run=lambda w, input: os.path.dirname(input.checkpoint),
         settings=lambda w: canonical_json(config["evaluate"]),
     shell:
-        "sdkd --threads {threads} evaluate --config {params.config}"
-        " --dataset {wildcards.dataset} --data {input.data} --run {params.run}"
-        " --out {output} > {log} 2>&1"
+        "sdkd --threads {threads:q} evaluate --config {params.config:q}"
+        " --dataset {wildcards.dataset:q} --data {input.data:q} --run {params.run:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_student:
@@ -59,6 +59,6 @@ rule evaluate_student:
         run=lambda w, input: os.path.dirname(input.checkpoint),
         settings=lambda w: canonical_json(config["evaluate"]),
     shell:
-        "sdkd --threads {threads} evaluate --config {params.config}"
-        " --dataset {wildcards.dataset} --data {input.data} --run {params.run}"
-        " --out {output} > {log} 2>&1"
+        "sdkd --threads {threads:q} evaluate --config {params.config:q}"
+        " --dataset {wildcards.dataset:q} --data {input.data:q} --run {params.run:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule preprocess:
         config=CONFIG_FILE,
         dataset=dataset_params,
     shell:
-        "sdkd --threads {threads} preprocess --config {params.config}"
-        " --dataset {wildcards.dataset} --raw {input} --out {output} > {log} 2>&1"
+        "sdkd --threads {threads:q} preprocess --config {params.config:q}"
+        " --dataset {wildcards.dataset:q} --raw {input:q} --out {output:q} > {log:q} 2>&1"

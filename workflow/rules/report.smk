@@ -28,8 +28,8 @@ rule aggregate:
         config=CONFIG_FILE,
         eval_root=eval_root,
     shell:
-        "sdkd aggregate --config {params.config} --eval-root {params.eval_root}"
-        " --out {output.table} --summary {output.summary} > {log} 2>&1"
+        "sdkd aggregate --config {params.config:q} --eval-root {params.eval_root:q}"
+        " --out {output.table:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -53,9 +53,9 @@ rule figures:
         runs_root=runs_root,
         out_dir=lambda w, output: os.path.dirname(output.manifest),
     shell:
-        "sdkd figures --config {params.config} --metrics {input.table}"
-        " --eval-root {params.eval_root} --runs-root {params.runs_root}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "sdkd figures --config {params.config:q} --metrics {input.table:q}"
+        " --eval-root {params.eval_root:q} --runs-root {params.runs_root:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -78,6 +78,6 @@ rule report:
         config=CONFIG_FILE,
         figures=lambda w, input: os.path.dirname(input.manifest),
     shell:
-        "sdkd report --config {params.config} --metrics {input.table}"
-        " --summary {input.summary} --figures {params.figures} --data {input.data}"
-        " --out {output} > {log} 2>&1"
+        "sdkd report --config {params.config:q} --metrics {input.table:q}"
+        " --summary {input.summary:q} --figures {params.figures:q} --data {input.data:q}"
+        " --out {output:q} > {log:q} 2>&1"

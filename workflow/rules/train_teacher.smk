@@ -34,5 +34,6 @@ rule train_teacher:
         run=lambda w, output: os.path.dirname(output.done),
         spec=teacher_spec,
     shell:
-        "sdkd --threads {threads} train-teacher --config {params.config}"
-        " --dataset {wildcards.dataset} --data {input.data} --out {params.run} > {log} 2>&1"
+        "sdkd --threads {threads:q} train-teacher --config {params.config:q}"
+        " --dataset {wildcards.dataset:q} --data {input.data:q} --out {params.run:q}"
+        " > {log:q} 2>&1"
