@@ -22,7 +22,7 @@ seconds those imports take. The heavy modules build on it:
   training instead of resuming): one definition decides both.
 
 The config is the validated one (schema defaults filled, as ``sdkd.config.validate``
-and the Snakefile's ``validate`` leave it).
+leaves it; the Snakefile calls it too).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Inputs
 
 - ``metrics.csv`` and ``summary.json`` of :mod:`sdkd.report.aggregate`;
 - the figures folder of :mod:`sdkd.report.figures` with its ``figures.json`` manifest;
-- the canonical HDF5 file of each dataset (DESIGN.md), for the data provenance;
+- the canonical HDF5 file of each dataset (:mod:`sdkd.data.preprocess`), for the data provenance;
 - optionally the config file's text (shown as written, comments included);
 - the evaluation files named in ``metrics.csv`` (column ``eval_path``), read through
   :class:`sdkd.report.results.Results` for their per-band errors only. The table says
