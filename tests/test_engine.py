@@ -10,7 +10,21 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from toytrain import COLUMNS, CPU, META, TRAIN, VAL, H, Tiny, W, config, model, mse_loss
+from toytrain import (
+    COLUMNS,
+    CPU,
+    META,
+    TRAIN,
+    VAL,
+    H,
+    Killed,
+    Tiny,
+    W,
+    config,
+    killed_after_the_first_epoch,
+    model,
+    mse_loss,
+)
 
 from sdkd.errors import SdkdError
 from sdkd.plan import run_id
@@ -63,10 +77,6 @@ def test_fit_learns_and_writes_its_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(runfolder, "save_checkpoint", lambda *a: pytest.fail("wrote a checkpoint"))
     again = fit(model(), mse_loss, TRAIN, VAL, config(epochs=6), out, device=CPU, meta=META)
     assert again.best_val == result.best_val and again.history == result.history
-
-
-class Killed(Exception):
-    pass
 
 
 LOSSES = ["train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae", "lr"]
@@ -149,17 +159,9 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path, monkeypatch, kill, delet
 
 def _killed_after_the_first_epoch(monkeypatch, run):
     """Train into ``run`` until the first last.pt is written, then die as if SIGKILLed."""
-    real_save = runfolder.save_checkpoint
-
-    def dying(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt":
-            raise Killed
-
-    monkeypatch.setattr(runfolder, "save_checkpoint", dying)
-    with pytest.raises(Killed):
-        fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU, meta=META)
-    monkeypatch.setattr(runfolder, "save_checkpoint", real_save)
+    killed_after_the_first_epoch(
+        monkeypatch, lambda: fit(model(), mse_loss, TRAIN, VAL, config(), run, device=CPU,
+                                 meta=META))
 
 
 def test_resume_rewrites_outputs_from_last_pt_before_training_on(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from helpers import assert_clean_failure
 from snakerun import digests
-from toytrain import CPU, META, TRAIN, VAL, config, model, mse_loss
+from toytrain import CPU, META, TRAIN, VAL, config, killed_after_the_first_epoch, model, mse_loss
 
 from sdkd.errors import SdkdError
 from sdkd.train import fit, runfolder
@@ -70,18 +70,8 @@ def test_a_killed_staged_run_resumes_in_staging_then_moves_in(tmp_path, monkeypa
     run = tmp_path / "run"
     train(run, FIRST)
     before = finished_files(run)
-    real_save = runfolder.save_checkpoint
-
-    def killed_after_epoch_1(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runfolder, "save_checkpoint", killed_after_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        train(run, SECOND)
+    killed_after_the_first_epoch(monkeypatch, lambda: train(run, SECOND))
     assert finished_files(run) == before
-    monkeypatch.setattr(runfolder, "save_checkpoint", real_save)
     with caplog.at_level("INFO"):
         resumed = train(run, SECOND)
     assert f"resuming {run / runfolder.STAGING} after epoch 1 of 2" in caplog.text

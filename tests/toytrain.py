@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from sdkd.train import TrainConfig
+from sdkd.train import TrainConfig, runfolder
 
 T, C, H, W = 2, 1, 8, 8
 CPU = torch.device("cpu")
@@ -64,3 +67,22 @@ META = {"dataset": "toy", "channels": C, "in_steps": T, "out_steps": T, "grid": 
 
 def config(**overrides) -> TrainConfig:
     return TrainConfig(**{"epochs": 4, "batch_size": 8, "lr": 1e-2, **overrides})
+
+
+class Killed(Exception):
+    """What a SIGKILL would do to a run, as an exception."""
+
+
+def killed_after_the_first_epoch(monkeypatch, train: Callable[[], object]) -> None:
+    """Call ``train`` until it has written its first last.pt, then kill it (:class:`Killed`)."""
+    real_save = runfolder.save_checkpoint
+
+    def dying(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt":
+            raise Killed
+
+    monkeypatch.setattr(runfolder, "save_checkpoint", dying)
+    with pytest.raises(Killed):
+        train()
+    monkeypatch.setattr(runfolder, "save_checkpoint", real_save)
