@@ -256,13 +256,18 @@ def test_kubernetes_profile_names_the_gpu_maker():
         assert profile["set-resources"][rule]["gpu_manufacturer"] in ("nvidia", "amd")
 
 
-def test_gpu_rules_are_the_profiles_gpu_rules():
-    declared = set()
+def _rules_with(line: str) -> set[str]:
+    """Names of the rules in workflow/rules/ that have a line matching regex ``line``."""
+    found = set()
     for path in (ROOT / "workflow/rules").glob("*.smk"):
         for match in re.finditer(r"^rule (\w+):.*?(?=^rule |\Z)", path.read_text(), re.M | re.S):
-            if re.search(r"^\s+gpu=1,$", match[0], re.M):
-                declared.add(match[1])
-    assert declared == GPU_RULES
+            if re.search(line, match[0], re.M):
+                found.add(match[1])
+    return found
+
+
+def test_gpu_rules_are_the_profiles_gpu_rules():
+    assert _rules_with(r"^\s+gpu=1,$") == GPU_RULES
 
 
 SHADOW_RULES = {"train_teacher", "distill", "evaluate_teacher", "evaluate_student"}
@@ -279,12 +284,7 @@ def test_the_shadow_switch_is_a_checked_config_key():
         validate({**config, "execution": {"shadow": value}})
     with pytest.raises(SdkdError, match=r"execution\.shadow"):
         validate({**config, "execution": {"shadow": "full"}})
-    shadowed = set()
-    for path in (ROOT / "workflow/rules").glob("*.smk"):
-        for match in re.finditer(r"^rule (\w+):.*?(?=^rule |\Z)", path.read_text(), re.M | re.S):
-            if re.search(r"^\s+shadow:\s+SHADOW$", match[0], re.M):
-                shadowed.add(match[1])
-    assert shadowed == SHADOW_RULES
+    assert _rules_with(r"^\s+shadow:\s+SHADOW$") == SHADOW_RULES
 
 
 # ---- the run grid is light ----------------------------------------------------------------
