@@ -30,10 +30,15 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
 
 
 def _cmd_sources(args: argparse.Namespace) -> None:
-    from sdkd.data.download import REGISTRY
+    from sdkd.data.sources import catalogue
 
-    for entry in REGISTRY.values():
-        print(f"{entry.name:24s} {entry.layout:9s} {entry.known_hash}  {entry.description}")
+    rows = catalogue()
+    keys = ("name", "route", "layout", "size")
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in keys}
+    print("  ".join(key.ljust(widths[key]) for key in keys) + "  description; licence")
+    for row in rows:
+        cells = "  ".join(row[key].ljust(widths[key]) for key in keys)
+        print(f"{cells}  {row['description']}; {row['licence']}")
 
 
 def _cmd_acquire(args: argparse.Namespace) -> None:
@@ -43,7 +48,10 @@ def _cmd_acquire(args: argparse.Namespace) -> None:
     dataset = configuration.dataset_config(config, args.dataset)
     path = acquire(dataset, args.out, name=args.dataset, seed=config["seed"],
                    max_gib=config["limits"]["max_array_gib"])
-    log.info("acquired %s → %s", args.dataset, path)
+    if path is None:
+        log.info("%s reads its file(s) in place: checked, nothing to acquire", args.dataset)
+    else:
+        log.info("acquired %s → %s", args.dataset, path)
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
@@ -177,18 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     step("check-config", _cmd_check_config, "validate a config file against the schema")
-    step("sources", _cmd_sources, "list the named public files `download` knows")
+    step("sources", _cmd_sources,
+         "list the named public sources (size, layout, licence) `download` knows")
 
     p = step("raw-filename", _cmd_raw_filename, "print a dataset's raw file name")
     p.add_argument("--dataset", required=True)
 
-    p = step("acquire", _cmd_acquire, "simulate, download or link a dataset's raw file")
+    p = step("acquire", _cmd_acquire,
+             "simulate or download a dataset's raw file (a file source: check it)")
     p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
-    p.add_argument("--out", type=Path, required=True, help="raw file to write")
+    p.add_argument("--out", type=Path, help="raw file to write (not for a file source)")
 
     p = step("preprocess", _cmd_preprocess, "raw file → canonical HDF5 with splits and stats")
     p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
-    p.add_argument("--raw", type=Path, required=True, help="raw file written by acquire")
+    p.add_argument("--raw", type=Path,
+                   help="raw file written by acquire (not for a file source: read in place)")
     p.add_argument("--out", type=Path, required=True, help="canonical HDF5 to write")
 
     def training_step(name: str, func: Callable[[argparse.Namespace], None], help_: str):

@@ -271,14 +271,8 @@ def _check_dataset(name: str, dataset: dict[str, Any], source: str) -> None:
             "layout; give either `name` (and maybe a mirror `url`) or `url`, `known_hash` "
             "and `layout`"
         )
-    split = dataset["split"]
-    values = [split["train"], split["val"], split["test"]]
-    counts = all(isinstance(v, int) for v in values)
-    if not counts and not math.isclose(sum(values), 1.0):
-        raise SdkdError(
-            f"{source}: datasets.{name}.split: fractions must sum to 1 (got {sum(values):g}); "
-            "use integers for counts"
-        )
+    _check_split(f"{source}: datasets.{name}.split", dataset["split"])
+    _check_source_block(f"{source}: datasets.{name}", dataset)
     sim = dataset.get("simulate")
     if sim and sim["equation"] == "navier_stokes":
         solver = sim["solver_resolution"]
@@ -287,6 +281,81 @@ def _check_dataset(name: str, dataset: dict[str, Any], source: str) -> None:
                 f"{source}: datasets.{name}.simulate.solver_resolution: {solver} is not a "
                 f"multiple of resolution {sim['resolution']}"
             )
+
+
+def _check_split(where: str, split: Mapping[str, Any]) -> None:
+    """All counts, all fractions summing to 1, or all time ranges that do not overlap."""
+    values = [split["train"], split["val"], split["test"]]
+    ranges = [isinstance(v, list) for v in values]
+    if any(ranges) and not all(ranges):
+        raise SdkdError(
+            f"{where}: mixes time ranges with counts or fractions; give train, val and "
+            "test all as [first, last] time ranges, or none"
+        )
+    if all(ranges):
+        from sdkd.data.calendar import time_range
+
+        spans = sorted(
+            (*time_range(split[key], f"{where}.{key}"), key) for key in ("train", "val", "test")
+        )
+        for (_, end, earlier), (start, _, later) in itertools.pairwise(spans):
+            if start < end:
+                raise SdkdError(
+                    f"{where}: {earlier} {split[earlier]} and {later} {split[later]} overlap; "
+                    "a frame in two splits would leak the test data into training"
+                )
+        return
+    counts = all(isinstance(v, int) for v in values)
+    if not counts and not math.isclose(sum(values), 1.0):
+        raise SdkdError(
+            f"{where}: fractions must sum to 1 (got {sum(values):g}); use integers for counts"
+        )
+
+
+def _check_source_block(where: str, dataset: Mapping[str, Any]) -> None:
+    """Keys that only make sense together: a file's layout and axes, WeatherBench's slice."""
+    from sdkd.data.sources import WEATHERBENCH
+
+    spec = dataset.get("file")
+    if spec is not None:
+        npy = spec["path"].lower().endswith(".npy")
+        if spec["layout"] == "taxibj":
+            extra = [key for key in ("variable", "axes", "channels") if key in spec]
+            if extra:
+                raise SdkdError(
+                    f"{where}.file: {', '.join(extra)} cannot be given with layout taxibj "
+                    "(its variables, axes and channels are fixed)"
+                )
+        elif "axes" not in spec:
+            raise SdkdError(f"{where}.file: missing axes, the variable's axis order")
+        elif "variable" not in spec and not npy:
+            raise SdkdError(
+                f"{where}.file: missing variable, the array to read (only a .npy file has "
+                "just one)"
+            )
+        elif isinstance(spec.get("variable"), list) and "C" in spec["axes"].split():
+            raise SdkdError(
+                f"{where}.file.axes: {spec['axes']!r} has a C axis, but each variable of a "
+                "list is one channel; drop C"
+            )
+    download = dataset.get("download")
+    if download is None:
+        return
+    slice_keys = [key for key in ("variables", "start", "stop", "step_hours") if key in download]
+    if download.get("name") == WEATHERBENCH:
+        missing = [key for key in ("variables", "start", "stop") if key not in download]
+        if missing:
+            raise SdkdError(
+                f"{where}.download: {WEATHERBENCH} needs {', '.join(missing)} (the slice "
+                "to fetch)"
+            )
+        from sdkd.data.calendar import time_range
+
+        time_range([download["start"], download["stop"]], f"{where}.download.start/stop")
+    elif slice_keys:
+        raise SdkdError(
+            f"{where}.download: {', '.join(slice_keys)} only apply to name {WEATHERBENCH}"
+        )
 
 
 def _check_raw_file(name: str, dataset: dict[str, Any], source: str) -> None:
@@ -622,6 +691,10 @@ def raw_filename(dataset: Mapping[str, Any]) -> str:
     if source == "simulate":
         return "simulation.h5"
     if source == "download":
+        from sdkd.data.sources import WEATHERBENCH
+
+        if dataset["download"].get("name") == WEATHERBENCH:
+            return dataset["download"].get("filename") or f"{WEATHERBENCH}.h5"
         from sdkd.data.download import resolve
 
         return resolve(dataset["download"]).filename

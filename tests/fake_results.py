@@ -8,8 +8,10 @@ writes, for every run of ``expected_runs(config)``:
 - ``eval/{dataset}/teacher/{teacher}.json`` and
   ``eval/{dataset}/{student}/{bands}/seed-{seed}.json``: evaluation files as in
   docs/evaluation-format.md on an 8 × 8 grid with the dataset's ``out_steps`` lead
-  times, one channel, the config's ``evaluate.band_cutoffs``, and run identities that
-  all fit the config (:func:`_fake_identity`);
+  times, one channel ``u`` (or the names of ``channels[dataset]``, each with its own
+  metrics), no mask (or, for the datasets in ``padded``, the last row and column of the
+  grid padding), the config's ``evaluate.band_cutoffs``, and run identities that all fit
+  the config (:func:`_fake_identity`);
 - ``teachers/{dataset}/{teacher}/history.csv`` and
   ``students/{dataset}/{student}/{bands}/seed-{seed}/history.csv``: 5 epochs in the
   columns of the training engine (teachers: ``mse`` terms; students: ``gt`` and ``kd``).
@@ -35,7 +37,7 @@ import hashlib
 import json
 import math
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,8 @@ GRID = 8
 EPOCHS = 5
 DATA_RANGE = 4.0
 TRUTH_RMS = 1.0
+# The mask of a padded dataset: a 7 × 7 grid padded to 8 × 8 (last row and column).
+PADDED_MASK = np.pad(np.ones((GRID - 1, GRID - 1), dtype=bool), ((0, 1), (0, 1)))
 
 # Multiplier on the plain student's MSE per distillation method (lower is better).
 SETTING_FACTOR = {"none": 1.0, "low": 0.7, "high": 0.8, "dual": 0.45, "multi": 0.5,
@@ -113,19 +117,24 @@ def run_matches(run: Mapping[str, Any], pattern: str | Mapping[str, Any]) -> boo
 
 def make_fake_results(
     root: Path, config: Mapping[str, Any], *, missing: Iterable[str | Mapping[str, Any]] = (),
-    seed: int = 0,
+    seed: int = 0, channels: Mapping[str, Sequence[str]] | None = None,
+    padded: Iterable[str] = (),
 ) -> None:
     """Write the fake tree of ``config`` under ``root`` (the results/ folder); see above."""
     root = Path(root)
     missing = list(missing)
     names = list(config["datasets"])
+    channels = dict(channels or {})
+    padded = set(padded)
     for run in expected_runs(config):
         if any(run_matches(run, pattern) for pattern in missing):
             continue
         key = f"{seed}/{run['eval_file']}".encode()
         rng = np.random.default_rng(zlib.crc32(key))
-        doc = fake_evaluation(run, config, rng, dataset_index=names.index(run["dataset"]),
-                              seed=seed)
+        dataset = run["dataset"]
+        doc = fake_evaluation(run, config, rng, dataset_index=names.index(dataset), seed=seed,
+                              channels=channels.get(dataset, ("u",)),
+                              mask=PADDED_MASK if dataset in padded else None)
         path = root / "eval" / run["eval_file"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1))
@@ -195,11 +204,29 @@ def _truth(config: Mapping[str, Any], dataset: str, seed: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def channel_metrics(mse: float, channels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The fake's ``channel_metrics`` of a run whose overall MSE is ``mse``: channel c
+    (0-based) has c + 1 times the error and the data range of the first, and the mean of
+    the channels' MSEs is ``mse``; one channel has the overall metrics."""
+    weights = np.arange(1, len(channels) + 1) / np.mean(np.arange(1, len(channels) + 1))
+    out = {}
+    for c, (name, weight) in enumerate(zip(channels, weights, strict=True)):
+        value, value_range = mse * float(weight), DATA_RANGE * (c + 1)
+        rmse = math.sqrt(value)
+        out[name] = {"data_range": value_range, "mse": value, "mae": 0.8 * rmse,
+                     "rmse": rmse, "rel_l2": rmse / TRUTH_RMS,
+                     "ssim": 1 - 2 * rmse / value_range,
+                     "psnr": 10 * math.log10(value_range**2 / value)}
+    return out
+
+
 def fake_evaluation(
     run: Mapping[str, Any], config: Mapping[str, Any], rng: np.random.Generator, *,
-    dataset_index: int = 0, seed: int = 0,
+    dataset_index: int = 0, seed: int = 0, channels: Sequence[str] = ("u",),
+    mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One evaluation file's content (docs/evaluation-format.md) for ``run``."""
+    """One evaluation file's content (docs/evaluation-format.md) for ``run``; ``mask``
+    (GRID × GRID bool) zeroes the sample's padded pixels and is written as the file's."""
     dataset = run["dataset"]
     block = config["datasets"][dataset]
     out_steps = block["out_steps"]
@@ -235,6 +262,8 @@ def fake_evaluation(
     lead_idx = [0, out_steps - 1]
     noise = rng.standard_normal((2, GRID, GRID))
     pred = truth[lead_idx] + rmse * np.sqrt(w[lead_idx])[:, None, None] * noise
+    if mask is not None:
+        truth, pred = np.where(mask, truth, 0.0), np.where(mask, pred, 0.0)
 
     if student:
         parameters = SIZE_PARAMETERS.get(run["size"], 100_000)
@@ -262,19 +291,21 @@ def fake_evaluation(
         "weights_sha256": identity["weights_sha256"],
         "split": "test",
         "n_windows": 3, "in_steps": block["in_steps"], "out_steps": out_steps,
-        "channels": ["u"], "grid": [GRID, GRID], "dt": 1.0,
-        "data_range": DATA_RANGE,
+        "channels": list(channels), "grid": [GRID, GRID], "dt": 1.0,
+        "mask": mask.astype(int).tolist() if mask is not None else None,
+        "data_range": DATA_RANGE * len(channels),
         "data_range_definition": "max − min over the test split, all frames and channels",
         "metrics": {
             "mse": mse, "mae": mae, "rmse": rmse, "rel_l2": rmse / TRUTH_RMS,
             "ssim": 1 - 2 * rmse / DATA_RANGE, "psnr": 10 * math.log10(DATA_RANGE**2 / mse),
         },
+        "channel_metrics": channel_metrics(mse, channels),
         "per_lead_time": {name: values.tolist() for name, values in per_lead.items()},
         "band_errors": {"cutoffs": cutoffs, "mse": band_mse.tolist(),
                   "truth_energy": (10.0 ** -np.arange(n_bands)).tolist()},
         "spectrum": {"k": k.tolist(), "prediction": pred_spec.tolist(),
                      "truth": truth_spec.tolist(), "error": err_spec.tolist()},
-        "sample": {"window": 0, "channel": "u", "lead_times": [1, out_steps],
+        "sample": {"window": 0, "channel": channels[0], "lead_times": [1, out_steps],
                    "truth": truth[lead_idx].tolist(), "prediction": pred.tolist()},
         "efficiency": {
             "parameters": parameters,

@@ -12,7 +12,7 @@ import contextlib
 import http.server
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -104,7 +104,42 @@ def write_fno_mat(
     return np.ascontiguousarray(u.transpose(0, 3, 1, 2))
 
 
-class FileServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1, used as a context manager; the OS picks the
+    port. Subclasses give the request handler (:meth:`handler`)."""
+
+    _server: http.server.ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def handler(self) -> Callable[..., http.server.BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return self._server.server_address[1]
+
+    def __enter__(self):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        server.daemon_threads = True  # a stuck client cannot keep the test process alive
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+
+class FileServer(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1 serving the files of one directory.
 
     Use as a context manager; the port is chosen by the OS. Fault modes (attributes,
@@ -133,36 +168,13 @@ class FileServer:
         self.requests = 0
         self.paths: list[str] = []
         self._lock = threading.Lock()
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FileServer is not running")
-        return self._server.server_address[1]
 
     def url(self, name: str) -> str:
         """The URL of file ``name`` in the served directory."""
         return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(name)}"
 
-    def __enter__(self) -> FileServer:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True  # a stuck client cannot keep the test process alive
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+    def handler(self) -> Callable[..., http.server.BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def _count(self, path: str) -> int:
         with self._lock:

@@ -98,11 +98,14 @@ def test_fno_mat_download(sdkd_cli, tmp_path):
     assert sha256sum(raw) == sha
 
 
-def test_file_source_is_linked(sdkd_cli, tmp_path):
+def test_file_source_is_checked_and_read_in_place(sdkd_cli, tmp_path):
     data = tmp_path / "mine.h5"
     with h5py.File(data, "w") as f:
         f["u"] = np.zeros((6, 6, 8, 8), "f4")
     config = write_config(tmp_path, {"mine": file_dataset(data)})
-    out = tmp_path / "resources/raw/mine/mine.h5"
-    assert sdkd_cli("acquire", "--config", config, "--dataset", "mine", "--out", out)[0] == 0
-    assert out.is_symlink() and out.resolve() == data.resolve()
+    assert sdkd_cli("acquire", "--config", config, "--dataset", "mine")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "mine.h5"]
+    # Checked as declared: a wrong axis order fails at acquire, not at training.
+    config = write_config(tmp_path, {"mine": file_dataset(data, variable="v")})
+    status, err = sdkd_cli("acquire", "--config", config, "--dataset", "mine")
+    assert status == 2 and "no variable 'v'" in err

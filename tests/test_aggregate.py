@@ -143,7 +143,7 @@ def test_statuses(config, tmp_path):
     assert all(row(m, "fitnet", dataset=DR).status == "missing" for m in ("unet-s", "unet-m"))
     cases = {
         ("unet-s", "low"): "not valid JSON",
-        ("unet-s", "high"): "evaluation schema_version 1, expected 2; rerun sdkd evaluate",
+        ("unet-s", "high"): "evaluation schema_version 1, expected 2 or 3; rerun sdkd evaluate",
         ("unet-m", "low"): "dataset is 'diffusion_reaction', expected 'navier_stokes'",
         ("unet-m", "high"): "metrics.ssim is None",
     }

@@ -48,15 +48,14 @@ def _write(path, data=None, shape=None, labels=()):
 
 
 def _run_file_source(sdkd_cli, tmp_path, dataset):
-    """``sdkd acquire`` (it links the file) then ``preprocess``; (status, stderr)."""
+    """``sdkd acquire`` (it checks the file) then ``preprocess``; (status, stderr)."""
     config = write_config(tmp_path, {"toy": dataset})
     out = tmp_path / "out"
-    status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy",
-                           "--out", out / "raw" / "data.h5")
+    status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy")
     if status:
         return status, err
     return sdkd_cli("preprocess", "--config", config, "--dataset", "toy",
-                    "--raw", out / "raw" / "data.h5", "--out", out / "data" / "toy.h5")
+                    "--out", out / "data" / "toy.h5")
 
 
 def _cut(path, keep):
@@ -145,8 +144,8 @@ CONTENTS = {
 PATHS = {
     "symlink loop": (_loop, {}, ["data.h5", "Too many levels of symbolic links"]),
     "broken link": (_broken_link, {}, ["data.h5", "file not found", "broken link", "gone.h5"]),
-    "directory": (lambda p: (p.mkdir(), p)[1], {}, ["data.h5", "not a regular file",
-                                                    "a directory"]),
+    "directory": (lambda p: (p.mkdir(), p)[1], {}, ["data.h5", "a directory",
+                                                    "not a Zarr store"]),
     "named pipe": (_fifo, {}, ["data.h5", "not a regular file"]),
     "through a file": (lambda p: _good(p) / "u.h5", {}, ["u.h5", "Not a directory"]),
 }
@@ -214,8 +213,7 @@ def test_plausible_axis_order(sdkd_cli, tmp_path, caplog, shape, axes, labels):
     path = _write(tmp_path / "data.h5", shape=shape, labels=labels)
     config = write_config(tmp_path, {"toy": file_dataset(path, axes=axes)})
     with caplog.at_level("INFO", logger="sdkd.data.raw"):
-        status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy",
-                               "--out", tmp_path / "raw.h5")
+        status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy")
     assert status == 0, err
     basis = "dimension names" if labels else "the declared axes"
     sizes = " ".join(f"{a}={n}" for a, n in zip(axes.split(), shape, strict=True))
@@ -400,7 +398,7 @@ def test_permission_denied(tmp_path):
     config = write_config(tmp_path, {"toy": file_dataset(path)})
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "sdkd", "acquire", "--config", config, "--dataset",
-         "toy", "--out", tmp_path / "out" / "raw.h5"],
+         "toy"],
         capture_output=True, text=True, check=False,
     )
     assert_clean_failure(result.returncode, result.stderr, "data.h5",
@@ -423,7 +421,7 @@ def test_output_onto_its_own_input(sdkd_cli, tmp_path):
     before = raw.read_bytes()
     config = write_config(tmp_path, {"toy": file_dataset(raw)})
     status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy", "--out", raw)
-    assert_clean_failure(status, err, "data.h5", "is the data file")
+    assert_clean_failure(status, err, "data.h5", "acquire writes nothing")
     status, err = sdkd_cli("preprocess", "--config", config, "--dataset", "toy", "--raw", raw,
                            "--out", raw)
     assert_clean_failure(status, err, "data.h5", "is the raw file itself")

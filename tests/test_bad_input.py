@@ -25,14 +25,13 @@ def _good(tmp_path, shape=(6, 6, 8, 8)):
 
 
 def _preprocess(sdkd_cli, tmp_path, dataset, raw=None):
-    """Run acquire (linking) + preprocess on a `file` dataset; returns (status, stderr)."""
+    """Run acquire (a check) + preprocess on a `file` dataset; returns (status, stderr)."""
     config = write_config(tmp_path, {"toy": dataset})
     out = tmp_path / "out"
-    status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy",
-                           "--out", out / "raw" / "data.h5")
+    status, err = sdkd_cli("acquire", "--config", config, "--dataset", "toy")
     if status == 0:
         status, err = sdkd_cli("preprocess", "--config", config, "--dataset", "toy",
-                               "--raw", raw or out / "raw" / "data.h5",
+                               *(["--raw", raw] if raw else []),
                                "--out", out / "data" / "toy.h5")
     return status, err
 
@@ -68,7 +67,7 @@ def test_not_hdf5(sdkd_cli, tmp_path):
     path = tmp_path / "data.h5"
     path.write_text("time,value\n0,1\n")
     status, err = _preprocess(sdkd_cli, tmp_path, file_dataset(path))
-    assert_clean_failure(status, err, "data.h5", "not an HDF5 or NetCDF-4 file",
+    assert_clean_failure(status, err, "data.h5", "not a format sdkd reads",
                           out_dir=tmp_path / "out")
 
 

@@ -201,6 +201,11 @@ SECTIONS = [  # id, change of the file, what the reason says
     ("out_steps", setting("out_steps", True), "out_steps is True, expected a positive integer"),
     ("metrics-text", setting("metrics.mse", "0.1"),
      "metrics.mse is '0.1', expected a finite number"),
+    ("channel_metrics-name", setting("channel_metrics", {HOSTILE: {}}),
+     "channel_metrics has the keys ['<script>"),
+    ("channel_metrics-text", setting("channel_metrics.u.mse", "0.1"),
+     "channel_metrics.u.mse is '0.1', expected a finite number ≥ 0"),
+    ("mask-values", setting("mask", [[2] * 8] * 8), "mask holds other values than 0 and 1"),
     ("another-run", setting("model", HOSTILE), "model is '<script>"),
 ]
 

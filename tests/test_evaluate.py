@@ -140,6 +140,10 @@ def test_evaluation_file(runs, role):
     assert metrics["rmse"] == pytest.approx(math.sqrt(mse), rel=1e-5)
     assert metrics["psnr"] == pytest.approx(10 * math.log10(data_range**2 / mse), rel=1e-5)
     assert -1 <= metrics["ssim"] <= 1 and metrics["rel_l2"] > 0 and metrics["mae"] > 0
+    # one channel, no mask: its own metrics are the overall ones, every pixel counts
+    assert evaluation["channel_metrics"] == {
+        channels[0]: {"data_range": evaluation["data_range"], **metrics}}
+    assert evaluation["mask"] is None
     for key, values in evaluation["per_lead_time"].items():
         assert len(values) == OUT_STEPS, key
     assert np.mean(evaluation["per_lead_time"]["mse"]) == pytest.approx(mse, rel=1e-5)
@@ -247,7 +251,8 @@ def test_read_evaluation_rejects_old_or_incomplete_files(runs, tmp_path):
     good = json.loads(runs["evaluations"]["student"][0].read_text())
     old = tmp_path / "old.json"
     old.write_text(json.dumps({**good, "schema_version": 0}))
-    with pytest.raises(SdkdError, match="evaluation schema_version 0, expected 2; rerun") as info:
+    with pytest.raises(SdkdError,
+                       match="evaluation schema_version 0, expected 2 or 3; rerun") as info:
         read_evaluation(old)
     assert str(old) in str(info.value)
 

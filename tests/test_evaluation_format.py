@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -104,3 +105,65 @@ def test_identity_problem(doc):
 def test_band_labels():
     assert evalfile.band_labels([4, 8]) == ["k < 4", "4 ≤ k < 8", "k ≥ 8"]
     assert evalfile.band_labels([2.5]) == ["k < 2.5", "k ≥ 2.5"]
+
+
+def test_version_2_files_are_read_without_mask_or_channels(doc, tmp_path):
+    """A file written before version 3 lacks `mask` and `channel_metrics`: it reads, every
+    pixel counted and no per-channel block; a version 3 file must have both."""
+    old = {k: v for k, v in doc.items() if k not in evalfile.ADDED_IN_3}
+    path = tmp_path / "old.json"
+    evalfile.write_evaluation(path, old | {"schema_version": 2})
+    read = evalfile.read_evaluation(path)
+    assert evalfile.channel_metrics(read) is None and evalfile.mask(read) is None
+    assert evalfile.sample(read).valid is None
+    assert evalfile.metrics(read) == evalfile.metrics(doc)
+    evalfile.write_evaluation(path, old)
+    with pytest.raises(evalfile.InvalidEvaluation, match=r"lacks key\(s\) mask, channel_metrics"):
+        evalfile.read_evaluation(path)
+    for version in (1, 4, True, "3"):
+        evalfile.write_evaluation(path, doc | {"schema_version": version})
+        with pytest.raises(evalfile.InvalidEvaluation, match=r"expected 2 or 3; rerun"):
+            evalfile.read_evaluation(path)
+
+
+def test_channel_metrics_section(doc):
+    assert evalfile.channel_metrics(doc) == {"u": {"data_range": doc["data_range"],
+                                                   **doc["metrics"]}}
+    assert evalfile.channel_metrics(doc | {"channel_metrics": None}) is None
+    entry = doc["channel_metrics"]["u"]
+    # a perfect or constant channel has no PSNR (null → NaN), never no MSE
+    assert math.isnan(evalfile.channel_metrics(
+        doc | {"channel_metrics": {"u": entry | {"psnr": None}}})["u"]["psnr"])
+    two = doc | {"channels": ["u", "<v>"]}
+    cases = [
+        (two, re.escape("channel_metrics has the keys ['u'], expected the channels "
+                        "['u', '<v>'], in order")),
+        (doc | {"channel_metrics": {"u": [1]}}, r"channel_metrics\.u is \[1\], expected an "
+                                                "object"),
+        (doc | {"channel_metrics": {"u": {k: v for k, v in entry.items() if k != "mae"}}},
+         "channel_metrics.u lacks `mae`"),
+        (doc | {"channel_metrics": {"u": entry | {"mse": -1.0}}},
+         r"channel_metrics\.u\.mse is -1\.0, expected a finite number ≥ 0$"),
+        (doc | {"channel_metrics": {"u": entry | {"mse": None}}},
+         r"channel_metrics\.u\.mse is None"),
+        (doc | {"channel_metrics": {"u": entry | {"ssim": "1"}}},
+         r"channel_metrics\.u\.ssim is '1', expected a finite number or null"),
+        (doc | {"channel_metrics": "u"}, "channel_metrics is 'u', expected an object or null"),
+    ]
+    for changed, message in cases:
+        with pytest.raises(evalfile.InvalidEvaluation, match=message):
+            evalfile.channel_metrics(changed)
+
+
+def test_mask_section(doc):
+    valid = np.ones((8, 8), dtype=int)
+    valid[-1] = 0
+    padded = doc | {"mask": valid.tolist()}
+    assert np.array_equal(evalfile.mask(padded), valid.astype(bool))
+    assert np.array_equal(evalfile.sample(padded).valid, valid.astype(bool))
+    for bad, message in ((valid[:4].tolist(), r"mask has 4 entries, expected a 8 × 8 array"),
+                         ((valid * 2).tolist(), "mask holds other values than 0 and 1"),
+                         ((valid * 0).tolist(), "or no 1"),
+                         ("all", "mask is 'all'")):
+        with pytest.raises(evalfile.InvalidEvaluation, match=message):
+            evalfile.mask(doc | {"mask": bad})

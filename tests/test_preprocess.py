@@ -48,7 +48,7 @@ def _check_windows(ds: ForecastWindows, raw_trajectories: list[np.ndarray]) -> N
 
 
 def test_trajectories_round_trip(tmp_path):
-    raw_path, data = _raw(tmp_path, (6, 7, 5, 8))  # N T H W
+    raw_path, data = _raw(tmp_path, (6, 7, 4, 8))  # N T H W
     dataset = _config(file_dataset(raw_path, window_stride=2))
     out = preprocess(raw_path, tmp_path / "toy.h5", dataset, name="toy")
     frames = data[:, :, None]  # add C
@@ -67,12 +67,12 @@ def test_trajectories_round_trip(tmp_path):
         assert f.attrs["created_with"].startswith("sdkd ")
         for key in ("in_steps", "out_steps", "window_stride", "dt", "dx", "source"):
             assert key in f.attrs
-        assert f["train/frames"].chunks == (1, 7, 1, 5, 8)
+        assert f["train/frames"].chunks == (1, 7, 1, 4, 8)
         assert f["train/frames"].compression == "gzip"
 
 
 def test_single_series_is_split_in_time(tmp_path):
-    raw_path, data = _raw(tmp_path, (40, 2, 6, 6), variable="state")  # T C H W
+    raw_path, data = _raw(tmp_path, (40, 2, 8, 8), variable="state")  # T C H W
     dataset = _config(
         file_dataset(raw_path, variable="state", axes="T C H W",
                      split={"train": 0.6, "val": 0.2, "test": 0.2})

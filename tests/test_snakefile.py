@@ -71,14 +71,17 @@ def expected_counts(config: dict) -> dict[str, int]:
     seeds = {key: len(entry.get("seeds", default_seeds))
              for key, entry in distill["settings"].items()}
     datasets = len(config["datasets"])
+    # a `file` source is read in place: nothing to acquire
+    acquired = sum(block["source"] != "file" for block in config["datasets"].values())
     students = sum(
         len(block.get("students", config["models"]["students"]))
         * sum(seeds[key] for key in block.get("settings", seeds))
         for block in config["datasets"].values()
     )
-    per_dataset = ("acquire", "preprocess", "train_teacher", "evaluate_teacher")
+    per_dataset = ("preprocess", "train_teacher", "evaluate_teacher")
     once = ("aggregate", "figures", "report", "all")
     return {
+        **({"acquire": acquired} if acquired else {}),
         **dict.fromkeys(per_dataset, datasets),
         "distill": students,
         "evaluate_student": students,
@@ -134,10 +137,10 @@ def test_dry_run_honours_a_datasets_subset(workdir):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     # navier_stokes: 2 students × (none 2 + low + high + dual 2 + output + fitnet);
-    # diffusion_reaction: unet-m × (none 2 + dual 2)
-    students = 2 * 8 + 1 * 4
+    # diffusion_reaction and climate: unet-m × (none 2 + dual 2); climate is read in place
+    students = 2 * 8 + 2 * 4
     assert job_stats(output) == {
-        "acquire": 2, "preprocess": 2, "train_teacher": 2, "evaluate_teacher": 2,
+        "acquire": 2, "preprocess": 3, "train_teacher": 3, "evaluate_teacher": 3,
         "distill": students, "evaluate_student": students,
         "aggregate": 1, "figures": 1, "report": 1, "all": 1,
     } == expected_counts(config)
@@ -175,8 +178,9 @@ def test_a_subset_does_not_rerun_the_data_jobs(workdir, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert dry_run() == {}
     assert dry_run(students=["unet-s"], settings=["none"]) == {}
-    # the params trigger is live: a key the data depends on reruns both jobs
-    assert dry_run(window_stride=2) == {"acquire": 1, "preprocess": 1}
+    # the params trigger is live: a key the data depends on reruns preprocess (a file
+    # source has no acquire job: it is read in place)
+    assert dry_run(window_stride=2) == {"preprocess": 1}
 
 
 def test_paper_config_is_the_paper_grid():
@@ -292,7 +296,7 @@ def test_the_shadow_switch_is_a_checked_config_key():
 
 def test_workflow_imports_only_light_modules():
     code = (
-        "import sys, sdkd.plan, sdkd.config, sdkd.errors\n"
+        "import sys, sdkd.plan, sdkd.config, sdkd.errors, sdkd.data.paths\n"
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -300,7 +304,7 @@ def test_workflow_imports_only_light_modules():
     assert result.stdout.strip() == ""
     for path in [ROOT / "Snakefile", *(ROOT / "workflow/rules").glob("*.smk")]:
         for module in re.findall(r"^\s*(?:from|import) (sdkd[\w.]*)", path.read_text(), re.M):
-            assert module in ("sdkd.plan", "sdkd.config", "sdkd.errors"), (
+            assert module in ("sdkd.plan", "sdkd.config", "sdkd.errors", "sdkd.data.paths"), (
                 f"{path.name} imports {module}")
 
 
@@ -363,7 +367,7 @@ def test_hostile_file_names_run_as_data(tmp_path):
                            "--configfile", str(config))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (work / "results/data/evil.h5").is_file() and (work / "results/data/spaced.h5").is_file()
-    assert os.readlink(work / "resources/raw/evil" / files[0].name) == str(files[0])
+    assert not (work / "resources").exists()  # read in place, never linked or copied
     assert not [p for p in (*tmp_path.rglob("PWNED"), *ROOT.glob("PWNED"))]
 
 

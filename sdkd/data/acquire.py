@@ -1,4 +1,5 @@
-"""Acquire a dataset's raw file: simulate it, download it, or link the user's file.
+"""Acquire a dataset's raw file: simulate it or download it (a user's own file is read
+where it is, and only checked here).
 
 Simulated data is written as the ``sdkd`` raw layout (see :mod:`sdkd.data.raw`):
 ``frames`` float32 (N, T, C, H, W) with the solver's parameters as attributes. All
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from tqdm import tqdm
 import sdkd
 from sdkd.data import diffusion_reaction, navier_stokes
 from sdkd.data.limits import DEFAULT_MAX_GIB, FLOAT32, h5_output, trajectory_chunks
-from sdkd.data.raw import open_raw
+from sdkd.data.sources import is_weatherbench, open_source
 from sdkd.errors import SdkdError
 
 log = logging.getLogger(__name__)
@@ -137,52 +137,41 @@ def simulate(sim: Mapping[str, Any], out: Path, *, seed: int) -> Path:
     return out
 
 
-def link_file(spec: Mapping[str, Any], out: Path, *, max_gib: float = DEFAULT_MAX_GIB) -> Path:
-    """Check the user's file reads as declared, then link it at ``out``.
-
-    A symlink keeps large user files where they are; it is placed atomically so a
-    half-made link never exists.
-    """
-    given = Path(spec["path"]).expanduser()
-    options = {key: spec[key] for key in ("variable", "axes", "dt", "dx")}
-    # Checked under the name the user gave, so a message names the path in the config
-    # (and a link loop is reported before resolving it would fail).
-    with open_raw(given, "array", max_gib=max_gib, channels=spec.get("channels"),
-                  **options) as raw:
-        log.info("file %s: %s %s", given, spec["variable"], raw.shape)
-    source = given.resolve()
-    if out.is_dir():
-        raise SdkdError(f"{out}: is a directory; expected the path of the link to write")
-    if not out.is_symlink() and out.exists() and os.path.samefile(out, source):
-        # Replacing it with a link to itself would destroy the user's data.
-        raise SdkdError(f"{out}: is the data file {spec['path']} itself; link it elsewhere")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.link")
-    tmp.unlink(missing_ok=True)
-    os.symlink(source, tmp)
-    os.replace(tmp, out)
-    return out
-
-
 def acquire(
     dataset: Mapping[str, Any],
-    out: str | Path,
+    out: str | Path | None,
     *,
     name: str,
     seed: int,
     max_gib: float = DEFAULT_MAX_GIB,
-) -> Path:
+) -> Path | None:
     """Write the raw file of dataset ``name`` to ``out``, whatever its source.
 
-    ``max_gib`` (``limits.max_array_gib``) bounds one trajectory of a linked file.
+    A ``file`` source is read where it is, so nothing is written: its files are only
+    checked to read as declared (``out`` must be None), and None is returned.
+    ``max_gib`` (``limits.max_array_gib``) bounds one trajectory that is read or fetched.
     """
-    out = Path(out)
     source = dataset["source"]
+    if source == "file":
+        if out is not None:
+            raise SdkdError(
+                f"{out}: dataset {name} reads {dataset['file']['path']} where it is, so "
+                "acquire writes nothing; leave --out out"
+            )
+        with open_source(dataset, None, max_gib=max_gib) as raw:
+            log.info("file %s: %s %s, read in place by preprocess", dataset["file"]["path"],
+                     raw.variable, raw.shape)
+        return None
+    if out is None:
+        raise SdkdError(f"dataset {name}: give --out, the raw file to write")
+    out = Path(out)
     if source == "simulate":
         return simulate(dataset["simulate"], out, seed=dataset_seed(seed, name))
-    if source == "download":
-        from sdkd.data.download import fetch, resolve
+    if is_weatherbench(dataset):
+        from sdkd.data.weatherbench import fetch_weatherbench
 
-        remote = resolve(dataset["download"])
-        return fetch(remote.url, remote.known_hash, out)
-    return link_file(dataset["file"], out, max_gib=max_gib)
+        return fetch_weatherbench(dataset["download"], out, max_gib=max_gib)
+    from sdkd.data.download import fetch, resolve
+
+    remote = resolve(dataset["download"])
+    return fetch(remote.url, remote.known_hash, out)

@@ -2,7 +2,8 @@
 
 A window is ``in_steps`` consecutive frames followed by the next ``out_steps``;
 windows start every ``window_stride`` frames of a trajectory and never cross from one
-trajectory (or split) into another. Samples are normalised per channel with the
+trajectory (or split) into another, nor, for data on a calendar, a gap in the time
+stamps (a dropped day of traffic counts). Samples are normalised per channel with the
 train-split statistics stored in the file.
 
 Nothing in a canonical file is trusted unchecked: the split's rank and dtype, the
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sdkd.data.calendar import window_starts
 from sdkd.data.limits import DEFAULT_MAX_GIB, H5_ERRORS, check_array, first_line
 from sdkd.data.preprocess import SPLITS
 from sdkd.errors import SdkdError
@@ -80,6 +82,9 @@ class ForecastWindows(Dataset):
     Each item is a pair of float32 tensors ``x`` of shape (T_in, C, H, W) and ``y`` of
     shape (T_out, C, H, W), in normalised units: ``(frame - mean[c]) / std[c]``.
 
+    ``mask`` is None, or for a grid padded to the models' size a bool (H, W) tensor,
+    True on the data's pixels: losses and metrics count only those.
+
     The HDF5 file is opened lazily in each process, so the dataset can be handed to a
     ``DataLoader`` with workers (an h5py handle must not cross a fork).
 
@@ -131,13 +136,68 @@ class ForecastWindows(Dataset):
                 f"{self.path}: {split} trajectories have {self.n_frames} frames, too few for "
                 f"in_steps + out_steps = {span}"
             )
-        self.starts_per_trajectory = (self.n_frames - span) // self.window_stride + 1
+        # Every trajectory of a split shares its time stamps, so one list of window
+        # starts serves all; a gap in the stamps ends the windows before it.
+        self.starts = window_starts(self._read_times(), self.n_frames, span,
+                                    self.window_stride)
+        if len(self.starts) == 0:
+            raise SdkdError(
+                f"{self.path}: the {split} split's {self.n_frames} frames hold no gap-free "
+                f"run of in_steps + out_steps = {span}"
+            )
+        self.starts_per_trajectory = len(self.starts)
+        self.mask = self._read_mask()
         self._pid: int | None = None
         if in_memory:
             check_array(shape, max_gib, f"{self.path}: /{split}/frames read whole (in_memory)",
                         "train with in_memory: false")
             self._memory = self._read(lambda frames: frames[()])
             self._close()
+
+    def _read_times(self) -> np.ndarray | None:
+        """The split's time stamps as ``datetime64[s]`` (T,), None when it has none."""
+        name = f"{self.split}/time_stamps"
+        try:
+            with h5py.File(self.path, "r") as f:
+                stamps = f.get(name)
+                if stamps is None:
+                    return None
+                if (
+                    not isinstance(stamps, h5py.Dataset)
+                    or stamps.shape != (self.n_frames,)
+                    or stamps.dtype.kind not in "iu"
+                ):
+                    raise self._bad(f"/{name} is not {self.n_frames} integer time stamps")
+                times = stamps[()].astype("datetime64[s]")
+        except H5_ERRORS as exc:
+            raise SdkdError(f"{self.path}: cannot read /{name} ({first_line(exc)})") from None
+        if not (np.diff(times) > np.timedelta64(0, "s")).all():
+            raise self._bad(f"/{name} is not strictly increasing")
+        return times
+
+    def _read_mask(self) -> torch.Tensor | None:
+        """The validity mask (H, W), bool, True where a pixel is data; None when every
+        pixel is (only a padded grid has one, see :mod:`sdkd.data.grid`)."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                mask = f.get("mask")
+                if mask is None:
+                    return None
+                if (
+                    not isinstance(mask, h5py.Dataset)
+                    or mask.shape != self.frame_shape[1:]
+                    or mask.dtype.kind not in "biu"
+                ):
+                    raise self._bad(
+                        f"/mask is {getattr(mask, 'dtype', 'a group')} of shape "
+                        f"{getattr(mask, 'shape', None)}, expected {self.frame_shape[1:]} 0/1"
+                    )
+                valid = torch.from_numpy(mask[()].astype(bool))
+        except H5_ERRORS as exc:
+            raise SdkdError(f"{self.path}: cannot read /mask ({first_line(exc)})") from None
+        if not valid.any():
+            raise self._bad("/mask leaves no valid pixel")
+        return valid
 
     def _bad(self, what: str) -> SdkdError:
         return SdkdError(
@@ -220,7 +280,7 @@ class ForecastWindows(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
         trajectory, k = divmod(index, self.starts_per_trajectory)
-        return trajectory, k * self.window_stride
+        return trajectory, int(self.starts[k])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         trajectory, start = self.window(index)

@@ -44,7 +44,7 @@ from sdkd.errors import SdkdError
 
 log = logging.getLogger("sdkd.download")
 
-LAYOUTS = ("pdebench", "fno_mat")
+LAYOUTS = ("pdebench", "fno_mat", "taxibj")
 
 # Hex digest lengths of the algorithms we accept. Checked before any byte is
 # transferred: pooch only validates the algorithm after the whole download.
@@ -119,8 +119,11 @@ class RemoteFile:
         url: where to download it from (http, https, ftp or file).
         known_hash: checksum in pooch's form, ``"md5:<hex>"`` or ``"sha256:<hex>"``.
         filename: the name to store it under; public names keep checksums recognisable.
-        layout: raw layout for :mod:`sdkd.data.raw`, ``"pdebench"`` or ``"fno_mat"``.
+        layout: raw layout, ``"pdebench"``, ``"fno_mat"`` (:mod:`sdkd.data.raw`) or
+            ``"taxibj"`` (:mod:`sdkd.data.taxibj`).
         description: one line for ``sdkd sources``.
+        size: the file's size, as its publisher states it (for ``sdkd sources``).
+        licence: the terms it is published under (for ``sdkd sources``).
     """
 
     name: str
@@ -129,6 +132,8 @@ class RemoteFile:
     filename: str
     layout: str
     description: str = ""
+    size: str = "unknown"
+    licence: str = "see the publisher"
 
     def __post_init__(self) -> None:
         # Checked at construction so a bad config fails at resolve time, before any
@@ -152,6 +157,8 @@ REGISTRY: dict[str, RemoteFile] = {
             filename="2D_diff-react_NA_NA.h5",
             layout="pdebench",
             description="PDEBench 2-D diffusion-reaction (FitzHugh-Nagumo), 2 channels (u, v)",
+            size="13 GB",
+            licence="CC BY 4.0 (PDEBench on DaRUS)",
         ),
         RemoteFile(
             name="pdebench_shallow_water",
@@ -160,6 +167,8 @@ REGISTRY: dict[str, RemoteFile] = {
             filename="2D_rdb_NA_NA.h5",
             layout="pdebench",
             description="PDEBench 2-D shallow water, radial dam break, 1 channel (h)",
+            size="6.2 GB",
+            licence="CC BY 4.0 (PDEBench on DaRUS)",
         ),
     )
 }

@@ -3,8 +3,11 @@
 Layouts:
 
 ``sdkd``
-    What ``sdkd acquire`` writes for simulated data: dataset ``frames`` of shape
-    (N, T, C, H, W) with attributes ``channels``, ``dt`` and ``dx``.
+    What ``sdkd acquire`` writes for simulated and fetched data: dataset ``frames`` of
+    shape (N, T, C, H, W) with attributes ``channels``, ``dt`` and ``dx`` (and, for
+    data in physical units, ``units``, one per channel). Data on a calendar adds
+    ``time_stamps`` int64 (T,), seconds since 1970-01-01T00:00:00 UTC; a grid with
+    coordinates adds 1-D ``latitude`` (H,) and ``longitude`` (W,) in degrees.
 ``pdebench``
     PDEBench's 2-D files (e.g. ``2D_diff-react_NA_NA.h5``, ``2D_rdb_NA_NA.h5``): one
     group per seed ("0000", "0001", ...) holding ``data`` [T, X, Y, C] and ``grid/x``,
@@ -44,7 +47,7 @@ import math
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,15 @@ class RawSeries:
         source: a short description for provenance ("fno_mat:u", ...).
         variable: the array's path in the file (for messages).
         stored_shape: the array's shape as stored (for messages).
+        times: the frames' time stamps, ``datetime64[s]`` of shape (T,) (UTC, or the
+            data's own clock where it states no zone, as TaxiBJ's), for data
+            on a calendar (weather, traffic); None for simulations. Shared by every
+            trajectory. Gaps (a step larger than the usual one) are allowed: no
+            forecasting window crosses one.
+        coords: coordinates of the grid axes, H's first, then W's, e.g.
+            ``{"latitude": (H,), "longitude": (W,)}`` in degrees; empty when the grid
+            has none (a grid with only W's coordinate has none either).
+        units: physical units per channel (length C), None when unknown.
     """
 
     path: Path
@@ -105,6 +117,9 @@ class RawSeries:
     variable: str
     stored_shape: tuple[int, ...]
     _read: Callable[[int], np.ndarray]
+    times: np.ndarray | None = None
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
+    units: list[str] | None = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -152,8 +167,8 @@ def _open_h5(path: Path) -> h5py.File:
         raise SdkdError(f"{path}: corrupt or truncated HDF5 file ({first_line(exc)})") from None
 
 
-def _variable(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
-    """Dataset ``name`` of real numbers with data, or a clear error."""
+def _dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
+    """Dataset ``name`` of ``f``, or a clear error listing the file's variables."""
     try:
         obj = f.get(name)
     except H5_ERRORS as exc:  # a broken external link, a damaged group
@@ -163,6 +178,12 @@ def _variable(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
         listing = ", ".join(found) if found else "none at the top level"
         what = "is a group, not a variable" if isinstance(obj, h5py.Group) else "not found"
         raise SdkdError(f"{path}: no variable {name!r}: {what} (variables: {listing})")
+    return obj
+
+
+def _variable(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
+    """Dataset ``name`` of real numbers with data, or a clear error."""
+    obj = _dataset(f, path, name)
     if obj.shape is None:
         raise SdkdError(f"{path}: variable {name!r} holds no data (an empty dataspace)")
     if obj.dtype.kind not in "fiu":
@@ -253,17 +274,49 @@ def _sdkd(f: h5py.File, path: Path) -> RawSeries:
         _channel_names(attrs["channels"], frames.shape[2], path, "attribute frames.channels")
         if "channels" in attrs else [f"c{i}" for i in range(frames.shape[2])]
     )
+    units = (
+        _channel_names(attrs["units"], frames.shape[2], path, "attribute frames.units")
+        if "units" in attrs else None
+    )
+    times = None
+    if "time_stamps" in f:
+        stamps = _coordinate(f, path, "time_stamps", frames.shape[1], "iu")
+        times = stamps.astype("datetime64[s]")
+        if not (np.diff(stamps) > 0).all():
+            raise SdkdError(f"{path}: time_stamps are not strictly increasing")
+    coords = {
+        name: _coordinate(f, path, name, frames.shape[axis], "fiu").astype(np.float64)
+        for name, axis in (("latitude", 3), ("longitude", 4))
+        if name in f
+    }
     return RawSeries(
         path=path,
         shape=tuple(frames.shape),
         channels=channels,
         dt=_positive(attrs.get("dt", 1.0), path, "attribute frames.dt"),
         dx=_positive(attrs.get("dx", 1.0), path, "attribute frames.dx"),
-        source=f"sdkd:{_attr_str(f.attrs.get('equation', 'frames'))}",
+        source=f"sdkd:{_attr_str(f.attrs.get('equation', f.attrs.get('source', 'frames')))}",
         variable="frames",
         stored_shape=frames.shape,
         _read=lambda i: frames[i],
+        times=times,
+        coords=coords,
+        units=units,
     )
+
+
+def _coordinate(f: h5py.File, path: Path, name: str, size: int, kinds: str) -> np.ndarray:
+    """A 1-D coordinate of ``size`` entries with a dtype kind in ``kinds``, read whole."""
+    data = _variable(f, path, name)
+    if data.shape != (size,) or data.dtype.kind not in kinds:
+        raise SdkdError(
+            f"{path}: {name!r} is {data.dtype} of shape {data.shape}, expected {size} "
+            "numbers, one per frame or grid line"
+        )
+    values = data[()]
+    if not np.isfinite(values.astype(np.float64)).all():
+        raise SdkdError(f"{path}: {name!r} holds NaN or Inf")
+    return values
 
 
 def _spacing(grid: Any, name: str, path: Path, where: str) -> float:
@@ -439,8 +492,8 @@ def _array(
     variable: str,
     axes: str,
     channels: list[str] | None = None,
-    dt: float = 1.0,
-    dx: float = 1.0,
+    dt: float | None = None,
+    dx: float | None = None,
 ) -> RawSeries:
     if axes not in AXIS_ORDERS:
         raise SdkdError(f"axes {axes!r} for {path}: expected one of {', '.join(AXIS_ORDERS)}")
@@ -474,8 +527,8 @@ def _array(
         path=path,
         shape=(n, size["T"], c, size["H"], size["W"]),
         channels=list(channels) if channels else [f"c{i}" for i in range(c)],
-        dt=dt,
-        dx=dx,
+        dt=1.0 if dt is None else dt,
+        dx=1.0 if dx is None else dx,
         source=f"file:{variable}",
         variable=variable,
         stored_shape=data.shape,

@@ -31,6 +31,15 @@ Conventions (the SDKD paper leaves them open; these are ours):
   mean(x²) = Σ over the full spectrum of |X|²; on the half-plane, the columns
   1 … ⌈W/2⌉ − 1 stand for themselves and their conjugate columns and count twice,
   column 0 and (for even W) the Nyquist column W/2 count once.
+* **Validity masks.** A field on a grid padded to the models' size comes with a mask
+  (H, W), True on the data's pixels. ``band_energy`` and ``band_mse`` then set the
+  padded pixels to zero *before* the FFT (so nothing there, not even a NaN, reaches a
+  band) and count energy per *valid* pixel: the sum over the grid is divided by the
+  number of valid pixels instead of H · W, so Σ_b band_mse_b is the MSE over the valid
+  pixels, as it is the MSE over all pixels without a mask. A band-limited part of the
+  zero-filled field does spread onto the padding (a band filter is not local); it is
+  the split of the valid-pixel difference that the bands measure, and by Parseval the
+  bands together count that difference and nothing else.
 * **Empty bands are errors.** A grid too coarse for a cutoff (no mode with |k| at or
   above the last cutoff) or two cutoffs so close that no integer radius lies between
   them leaves a band with no mode at all; building masks for that grid raises
@@ -47,7 +56,13 @@ import torch
 
 from sdkd.errors import SdkdError
 
-__all__ = ["SpectralBands", "radial_wavenumber", "rfft_column_weights", "validate_cutoffs"]
+__all__ = [
+    "SpectralBands",
+    "check_mask",
+    "radial_wavenumber",
+    "rfft_column_weights",
+    "validate_cutoffs",
+]
 
 
 def _check_grid(h: int, w: int) -> None:
@@ -84,6 +99,39 @@ def rfft_column_weights(
     if w % 2 == 0:
         weights[-1] = 1.0
     return weights
+
+
+def check_mask(mask: torch.Tensor, like: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """``mask`` if it is a validity mask for the field ``like`` (…, H, W): a bool tensor of
+    shape (H, W) on ``like``'s device; raises SdkdError naming ``name`` otherwise.
+
+    Only shape, dtype and device are checked (no host sync): that the mask leaves a valid
+    pixel is the dataset's check, done once when the file is read.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        what = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise SdkdError(f"{name}: expected a bool tensor (H, W), True on valid pixels, got {what}")
+    if mask.shape != like.shape[-2:]:
+        raise SdkdError(
+            f"{name}: expected the grid {tuple(like.shape[-2:])} of the field, got "
+            f"{tuple(mask.shape)}"
+        )
+    if mask.device != like.device:
+        raise SdkdError(f"{name}: is on {mask.device}, the field on {like.device}")
+    return mask
+
+
+def _zero_filled(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with its padded pixels set to 0 (``where``, not a product: garbage there,
+    even NaN or inf, reaches neither the value nor the gradient)."""
+    return x if mask is None else torch.where(check_mask(mask, x), x, 0.0)
+
+
+def _per_valid_pixel(per_grid: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A mean over the (H, W) grid of a zero-filled field → the mean over its valid pixels."""
+    if mask is None:
+        return per_grid
+    return per_grid * mask.numel() / mask.sum(dtype=per_grid.dtype)
 
 
 def validate_cutoffs(cutoffs: Sequence[float] | None, key: str = "cutoffs") -> tuple[float, ...]:
@@ -234,20 +282,26 @@ class SpectralBands:
         # would each materialise a complex gradient).
         return torch.view_as_real(spectrum).square().sum(-1)
 
-    def band_energy(self, x: torch.Tensor) -> torch.Tensor:
+    def band_energy(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Energy per pixel of each band, (…, H, W) → (K, …): mean over (H, W) of x_b².
 
-        Σ_b band_energy(x)_b = mean(x²) over the grid (Parseval; no inverse FFT).
+        Σ_b band_energy(x)_b = mean(x²) over the grid (Parseval; no inverse FFT). With
+        ``mask`` (bool (H, W), True on valid pixels) ``x`` is zero-filled outside it and
+        the energy is per valid pixel, so the bands sum to mean(x²) over the valid pixels
+        (see the module docstring).
         """
-        x = self._check_field(x)
+        x = _zero_filled(self._check_field(x), mask)
         h, w = x.shape[-2:]
         power = self._power(x)
         weighted = self.weighted_masks(h, w, x.device, power.dtype)
-        return torch.einsum("khw,...hw->k...", weighted, power)
+        return _per_valid_pixel(torch.einsum("khw,...hw->k...", weighted, power), mask)
 
-    def band_mse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Per-band mean squared error, shape (K,): band_energy(a − b) averaged over all
-        leading dimensions, so Σ_b band_mse = F.mse_loss(a, b). One rfft2, no inverse."""
+    def band_mse(
+        self, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-band mean squared error, shape (K,): band_energy(a − b, mask) averaged over
+        all leading dimensions, so Σ_b band_mse = F.mse_loss(a, b), or with ``mask`` the
+        MSE over the valid pixels. One rfft2, no inverse."""
         a = self._check_field(a, "a")
         b = self._check_field(b, "b")
         if a.shape != b.shape:
@@ -255,9 +309,10 @@ class SpectralBands:
                 f"band_mse: expected tensors of the same shape, got {tuple(a.shape)} "
                 f"and {tuple(b.shape)}"
             )
-        diff = a - b
+        # Zero-filling the difference zero-fills both fields: the FFT is linear.
+        diff = _zero_filled(a - b, mask)
         h, w = diff.shape[-2:]
         power = self._power(diff).reshape(-1, h, w // 2 + 1)
         power = power.sum(0) / power.shape[0]
         weighted = self.weighted_masks(h, w, diff.device, power.dtype)
-        return (weighted * power).flatten(1).sum(1)
+        return _per_valid_pixel((weighted * power).flatten(1).sum(1), mask)

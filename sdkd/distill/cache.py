@@ -7,6 +7,10 @@ same computation ``epochs`` times, and on a CPU the teacher's forward pass costs
 than the student's whole training step (teacher-small on 64 × 64: ~50 ms per window,
 unet-s: ~25 ms per training step per window). :func:`with_teacher_forecasts` runs it
 once and keeps the prediction and the one feature the loss reads.
+
+The forecasts are kept on the whole grid, padded pixels included: which pixels count
+is the loss's business (its validity mask, :class:`sdkd.distill.losses.DistillLoss`),
+and the wrapper passes the wrapped dataset's ``mask`` on.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ class TeacherForecasts(Dataset):
 
     def __len__(self) -> int:
         return len(self.predictions)
+
+    @property
+    def mask(self) -> Tensor | None:
+        """The wrapped dataset's validity mask (H, W), bool, or None (every pixel valid)."""
+        return getattr(self.dataset, "mask", None)
 
     def __getitem__(self, i: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
         x, y = self.dataset[i]

@@ -66,6 +66,23 @@ Choices the paper leaves open, and ours:
   drowned by the low band, while a band the teacher leaves (almost) empty is amplified
   by at most 1/``norm_eps``. The latent and the output terms are normalised by the
   teacher's latent and prediction band energies respectively.
+* **Validity mask** (``forward(..., mask=)``, bool (H, W), True on the data's pixels
+  of a grid padded to the models' size; None: every pixel counts, and the loss is
+  bit-identical to one without the argument). Padded pixels count in no output-space
+  term: ``gt`` and ``output`` are :func:`masked_mse`, the mean over valid pixels ×
+  channels × times × batch; the output band terms set the padded pixels of the student
+  and the teacher forecast to zero before the FFT and count energy per valid pixel
+  (:meth:`~sdkd.distill.bands.SpectralBands.band_mse` with ``mask``), so by Parseval the
+  bands of a unit-weight split add up to the masked MSE, as without a mask they add up
+  to the MSE; the band-normalising energies of ``normalize_bands`` are taken the same
+  way. Whatever the padded pixels hold (NaN included) changes no loss value, and no
+  gradient reaches them. The **latent** terms (``fitnet`` and the latent bands) stay
+  unmasked: a latent cell of the H/4 × W/4 grid is a feature of a 4 × 4 (and, through
+  the encoder, wider) neighbourhood, not a pixel, so cells at the edge of the data mix
+  valid and padded pixels and no mask of them would be exact; the teacher's features
+  there are a function of its input alone (the padding of the input is the data's
+  edge, repeated), never of a padded target, so matching them everywhere asks the
+  student for the teacher's representation and not for any padded value.
 * **Teacher is frozen**: its prediction and features are ``.detach()``-ed here, so no
   gradient reaches the teacher even if the caller forgets ``torch.no_grad``. Gradients
   flow to the student and to P.
@@ -87,14 +104,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdkd.distill.bands import SpectralBands, validate_cutoffs
+from sdkd.distill.bands import SpectralBands, check_mask, validate_cutoffs
 from sdkd.errors import SdkdError
 from sdkd.plan import SETTINGS
 
-__all__ = ["FREQUENCY_SETTINGS", "SETTINGS", "DistillLoss"]
+__all__ = ["FREQUENCY_SETTINGS", "SETTINGS", "DistillLoss", "masked_mse"]
 
 FREQUENCY_SETTINGS = ("low", "high", "dual", "multi")
 _USES_LATENT = (*FREQUENCY_SETTINGS, "fitnet")
+
+
+def masked_mse(
+    a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error of fields (…, H, W), over the valid pixels of ``mask``.
+
+    ``mask`` is None (``F.mse_loss(a, b)`` itself, bit for bit) or a bool (H, W) tensor,
+    True on the data's pixels: then the mean is over valid pixels × every leading
+    dimension (channels, times, batch), half precision is computed in float32, and the
+    padded pixels (whatever they hold, NaN included) change neither the value nor get a
+    gradient. Units: those of ``a`` squared.
+    """
+    if mask is None:
+        return F.mse_loss(a, b)
+    check_mask(mask, a)
+    a, b = (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for v in (a, b))
+    squared = torch.where(mask, a - b, 0.0).square()
+    # Every leading index (sample, time, channel) holds the same valid pixels.
+    valid = mask.sum(dtype=squared.dtype) * (squared.numel() // mask.numel())
+    return squared.sum() / valid
 
 
 def _nonnegative(value: Any, key: str) -> float:
@@ -304,26 +342,28 @@ class DistillLoss(nn.Module):
         return p, t
 
     def _band_terms(
-        self, a: torch.Tensor, ref: torch.Tensor, where: str
+        self, a: torch.Tensor, ref: torch.Tensor, where: str, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw per-band MSE (K,) and the same, normalised if asked."""
+        """Raw per-band MSE (K,) of ``a`` against ``ref`` (…, H, W), over the valid pixels
+        of ``mask`` when given, and the same, normalised if asked."""
         assert self.bands is not None
         h, w = ref.shape[-2:]
         try:
             self.bands.masks(h, w, ref.device)
         except SdkdError as err:
             raise SdkdError(f"{err} [grid of {where}]") from None
-        raw = self.bands.band_mse(a, ref)
+        raw = self.bands.band_mse(a, ref, mask)
         if not self.normalize_bands:
             return raw, raw
-        energy = self.bands.band_energy(ref).flatten(1).mean(1)
+        energy = self.bands.band_energy(ref, mask).flatten(1).mean(1)
         floor = self.norm_eps * energy.sum() + 1e-12
         return raw, raw / (energy + floor)
 
     # ------------------------------------------------------------------ forward
 
     def forward(
-        self, student: Any, teacher: Any, target: torch.Tensor
+        self, student: Any, teacher: Any, target: torch.Tensor,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its named, detached terms.
 
@@ -332,6 +372,8 @@ class DistillLoss(nn.Module):
             teacher: Forecast-like of the same prediction shape (``None`` allowed for
                 ``none``); used detached.
             target: ground truth, the shape of the student's prediction.
+            mask: None, or bool (H, W) on the predictions' device, True on the data's
+                pixels: the output-space terms count only those (module docstring).
         """
         s_pred, s_features = _unpack(student, "student")
         if not isinstance(target, torch.Tensor) or target.shape != s_pred.shape:
@@ -340,7 +382,7 @@ class DistillLoss(nn.Module):
                 f"target: expected the shape of the student prediction {tuple(s_pred.shape)}, "
                 f"got {shape}"
             )
-        gt = F.mse_loss(s_pred, target)
+        gt = masked_mse(s_pred, target, mask)
         terms: dict[str, torch.Tensor] = {"gt": gt.detach()}
 
         if self.setting == "none":
@@ -356,15 +398,15 @@ class DistillLoss(nn.Module):
                     f"got {tuple(t_pred.shape)}"
                 )
             if self.setting == "output":
-                kd = F.mse_loss(s_pred, t_pred)
+                kd = masked_mse(s_pred, t_pred, mask)
                 terms["kd_out"] = kd.detach()
             else:
                 p, t = self._aligned_latents(s_features, t_features, s_pred.shape[0])
                 if self.setting == "fitnet":
-                    kd = F.mse_loss(p, t)
+                    kd = F.mse_loss(p, t)  # a latent: unmasked (module docstring)
                     terms["kd_latent"] = kd.detach()
                 else:
-                    kd = self._frequency_kd(p, t, s_pred, t_pred, terms)
+                    kd = self._frequency_kd(p, t, s_pred, t_pred, terms, mask)
 
         total = gt + self.lam * kd
         terms["kd"] = kd.detach()
@@ -378,13 +420,19 @@ class DistillLoss(nn.Module):
         s_pred: torch.Tensor,
         t_pred: torch.Tensor,
         terms: dict[str, torch.Tensor],
+        mask: torch.Tensor | None,
     ) -> torch.Tensor:
+        """The weighted band KD; fills ``terms`` with the raw band MSEs.
+
+        ``p``, ``t``: projected student and teacher latents (B, D_t, h, w), unmasked;
+        ``s_pred``, ``t_pred``: forecasts (B, T_out, C, H, W), over ``mask``'s pixels.
+        """
         lat_raw, lat = self._band_terms(p, t, f"the teacher latent features[{self.feature!r}]")
         h, w = s_pred.shape[-2:]
         # Every (T_out · C) frame map of every sample is one 2-D field.
         s_frames = s_pred.reshape(-1, h, w)
         t_frames = t_pred.reshape(-1, h, w)
-        out_raw, out = self._band_terms(s_frames, t_frames, "the prediction")
+        out_raw, out = self._band_terms(s_frames, t_frames, "the prediction", mask)
         for b in range(lat_raw.shape[0]):
             terms[f"kd_latent_b{b}"] = lat_raw[b].detach()
             terms[f"kd_out_b{b}"] = out_raw[b].detach()

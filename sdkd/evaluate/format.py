@@ -8,10 +8,12 @@ through its parser again for its values:
 
 - :func:`metrics`: the six overall metrics, each a finite number (a run without them
   has no result);
-- :func:`per_lead_time`, :func:`spectrum`, :func:`band_errors`, :func:`sample`: typed
-  arrays checked against the file's counts (``out_steps``, ``grid``, ``channels``, the
-  cutoffs), or ``None`` for a section that is ``null`` (absent: the figure or table that
-  needs it leaves the run out);
+- :func:`channel_metrics`: the same per channel (with each channel's data range), or
+  ``None`` (a version 2 file, or a ``null`` section);
+- :func:`per_lead_time`, :func:`spectrum`, :func:`band_errors`, :func:`sample`,
+  :func:`mask`: typed arrays checked against the file's counts (``out_steps``, ``grid``,
+  ``channels``, the cutoffs), or ``None`` for a section that is ``null`` (absent: the
+  figure or table that needs it leaves the run out; no mask: every pixel counts);
 - :func:`efficiency`: every cost, ``None`` where the file has none (absent or null), and
   the dotted keys it lacks;
 - :func:`identity`: the run identity.
@@ -41,9 +43,17 @@ from sdkd.errors import SdkdError
 from sdkd.jsonfile import read_json, shown, write_json
 from sdkd.plan import run_id
 
-SCHEMA_VERSION = 2
-"""Version of the layout; bump it with docs/evaluation-format.md. 2 added ``run_id``,
-``identity`` and ``weights_sha256``."""
+SCHEMA_VERSION = 3
+"""Version of the layout that ``sdkd evaluate`` writes; bump it with
+docs/evaluation-format.md. 2 added ``run_id``, ``identity`` and ``weights_sha256``; 3
+added ``mask`` and ``channel_metrics``."""
+
+READABLE_VERSIONS = (2, 3)
+"""The versions :func:`read_evaluation` accepts. A version 2 file is a version 3 file
+without the keys of :data:`ADDED_IN_3`: it was written before masks and per-channel
+metrics, every pixel counted, and its parsers give ``None`` for both."""
+
+ADDED_IN_3 = ("mask", "channel_metrics")
 
 DATA_RANGE_DEFINITION = "max − min over the test split, all frames and channels"
 
@@ -52,9 +62,10 @@ METRICS = ("mse", "mae", "rmse", "rel_l2", "ssim", "psnr")
 # Keys every evaluation file has at the top level; the sections are checked by their parsers.
 KEYS = ("schema_version", "dataset", "role", "model", "family", "size", "bands", "setting",
         "seed", "run_id", "identity", "checkpoint", "checkpoint_sha256", "weights_sha256",
-        "split", "n_windows", "in_steps", "out_steps", "channels", "grid", "dt", "data_range",
-        "data_range_definition", "metrics", "per_lead_time", "band_errors", "spectrum",
-        "sample", "efficiency", "evaluation_seconds", "created_with")
+        "split", "n_windows", "in_steps", "out_steps", "channels", "grid", "dt", "mask",
+        "data_range", "data_range_definition", "metrics", "channel_metrics", "per_lead_time",
+        "band_errors", "spectrum", "sample", "efficiency", "evaluation_seconds",
+        "created_with")
 
 # Efficiency numbers by name (the metrics table's columns) → where each lives in the file.
 EFFICIENCY: dict[str, tuple[str, ...]] = {
@@ -124,12 +135,13 @@ def read_evaluation(
 ) -> dict[str, Any]:
     """Read one evaluation file and check what every reader relies on.
 
-    Checks: a strict JSON object of at most :data:`sdkd.jsonfile.MAX_BYTES` and
-    :data:`SCHEMA_VERSION` with every top-level key (:data:`KEYS`) and every key of
-    ``metrics``; a sound run identity (:func:`identity_problem`) and ``weights_sha256``;
-    with ``expect`` (an :func:`sdkd.plan.expected_runs` entry), that the file is that
-    run's: dataset, role, model and, for a student, bands, setting and seed; and every
-    section (:data:`SECTIONS`).
+    Checks: a strict JSON object of at most :data:`sdkd.jsonfile.MAX_BYTES` of a version
+    in :data:`READABLE_VERSIONS` with every top-level key (:data:`KEYS`, but those of
+    :data:`ADDED_IN_3` in a version 2 file) and every key of ``metrics``; a sound run
+    identity (:func:`identity_problem`) and ``weights_sha256``; with ``expect`` (an
+    :func:`sdkd.plan.expected_runs` entry), that the file is that run's: dataset, role,
+    model and, for a student, bands, setting and seed; and every section
+    (:data:`SECTIONS`).
 
     Raises:
         InvalidEvaluation: naming ``path`` and what is wrong.
@@ -140,13 +152,14 @@ def read_evaluation(
     if not isinstance(doc, dict):
         raise InvalidEvaluation(f"{path}: expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        expected = " or ".join(map(str, READABLE_VERSIONS))
         raise InvalidEvaluation(
-            f"{path}: evaluation schema_version {shown(version)}, expected {SCHEMA_VERSION}; "
+            f"{path}: evaluation schema_version {shown(version)}, expected {expected}; "
             "rerun sdkd evaluate"
         )
     metrics_block = doc.get("metrics")
-    missing = [k for k in KEYS if k not in doc]
+    missing = [k for k in KEYS if k not in doc and (version >= 3 or k not in ADDED_IN_3)]
     if isinstance(metrics_block, dict):
         missing += [f"metrics.{k}" for k in METRICS if k not in metrics_block]
     if missing:
@@ -293,6 +306,67 @@ def metrics(doc: Mapping[str, Any]) -> dict[str, float]:
                 f"metrics.{name} is {shown(block.get(name))}, expected a finite number"
             )
     return values
+
+
+def _scalar(value: Any, name: str, *, nullable: bool = False,
+            nonnegative: bool = False) -> float:
+    """``value`` as a float (null → NaN when ``nullable``).
+
+    Raises:
+        InvalidEvaluation: naming ``name``, when it is not a finite number (≥ 0 when
+            ``nonnegative``).
+    """
+    number = _number(value)
+    if number is None and nullable and value is None:
+        return math.nan
+    if number is None or (nonnegative and number < 0):
+        kind = "a finite number" + (" ≥ 0" if nonnegative else "") + (" or null" if nullable
+                                                                      else "")
+        raise InvalidEvaluation(f"{name} is {shown(value)}, expected {kind}")
+    return number
+
+
+# The numbers of a channel's entry in `channel_metrics` that cannot be negative.
+NONNEGATIVE = ("data_range", "mse", "mae", "rmse", "rel_l2")
+
+
+def channel_metrics(doc: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The ``channel_metrics`` section: per channel name (the file's ``channels``, in
+    order) its ``data_range`` and the six :data:`METRICS` (NaN where one of
+    :data:`MAY_BE_NULL` is null: a channel forecast perfectly has no PSNR, a constant
+    channel no SSIM or PSNR); None when the section is null or the file (version 2)
+    has none."""
+    section = _section(doc, "channel_metrics")
+    if section is None:
+        return None
+    names = list(_counts(doc).channels)
+    if list(section) != names:
+        raise InvalidEvaluation(f"channel_metrics has the keys {shown(list(section))}, "
+                                f"expected the channels {shown(names)}, in order")
+    out = {}
+    for name, entry in section.items():
+        where = f"channel_metrics.{name}"
+        if not isinstance(entry, dict):
+            raise InvalidEvaluation(f"{where} is {shown(entry)}, expected an object")
+        out[name] = {key: _scalar(_field(entry, where, key), f"{where}.{key}",
+                                  nullable=key in MAY_BE_NULL, nonnegative=key in NONNEGATIVE)
+                     for key in ("data_range", *METRICS)}
+    return out
+
+
+def mask(doc: Mapping[str, Any]) -> np.ndarray | None:
+    """The ``mask`` section as a bool (H, W) array, True on the pixels the metrics count
+    (0/1 in the file, at least one 1), or None when it is null (every pixel counts) or
+    the file (version 2) has none."""
+    value = doc.get("mask")
+    if value is None:
+        return None
+    grid = _counts(doc).grid
+    array = _array(value, "mask", grid, "grid")
+    if not np.isin(array, (0, 1)).all() or not array.any():
+        raise InvalidEvaluation("mask holds other values than 0 and 1, or no 1; expected 1 "
+                                "on the pixels that count, 0 on padding")
+    return array.astype(bool)
 
 
 @dataclass(frozen=True)
@@ -449,12 +523,14 @@ def band_labels(cutoffs: Sequence[float]) -> list[str]:
 @dataclass(frozen=True)
 class Sample:
     """Test window 0, one channel: ``truth`` and ``prediction`` (L, H, W) at the
-    ``lead_times`` (L frames ahead, 1-based)."""
+    ``lead_times`` (L frames ahead, 1-based); ``valid`` the file's :func:`mask` (H, W),
+    or None when every pixel counts (padded pixels are 0 in both fields)."""
 
     channel: str
     lead_times: list[int]
     truth: np.ndarray
     prediction: np.ndarray
+    valid: np.ndarray | None
 
 
 def sample(doc: Mapping[str, Any]) -> Sample | None:
@@ -480,8 +556,9 @@ def sample(doc: Mapping[str, Any]) -> Sample | None:
     frames = (len(leads), *counts.grid)
     truth, prediction = (_array(_field(section, "sample", key), f"sample.{key}", frames,
                                 "lead_times × grid") for key in ("truth", "prediction"))
-    return Sample(channel, leads, truth, prediction)
+    return Sample(channel, leads, truth, prediction, mask(doc))
 
 
 # The checks of read_evaluation beyond the top level: every section's parser.
-SECTIONS = (metrics, efficiency, per_lead_time, band_errors, spectrum, sample)
+SECTIONS = (metrics, channel_metrics, mask, efficiency, per_lead_time, band_errors, spectrum,
+            sample)

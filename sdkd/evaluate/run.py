@@ -14,16 +14,19 @@ with the test set.
 Steps: (1) read the dataset header, load the checkpoint, check its ``meta`` against the
 dataset (name, channels, T_in, T_out, grid) and take its run identity (``run_id``,
 ``identity``) and the sha256 of its weights; (2) compute ``data_range`` = max − min of
-the test split in physical units, one trajectory at a time; (3) predict every test
-window, de-normalise prediction and truth with the train statistics and accumulate every
-metric, the band errors and the spectra; (4) measure the model's cost (parameters, FLOPs,
-latency at batch 1 and throughput at the evaluation batch size: medians of up to
-:data:`TIMING_REPEATS` timed runs, fewer once they took :data:`TIMING_BUDGET_S`, after
-:data:`TIMING_WARMUP` warm-up run, on the evaluation device; a batch size that the
-evaluation loop has just run needs no warm-up run) and read the training cost from the
-run's ``history.csv`` (nulls when it is absent); (5) write the JSON atomically
-(:func:`sdkd.evaluate.format.write_evaluation`: non-finite numbers, the PSNR of a perfect
-forecast or the SSIM on grids under 11 px, become ``null``).
+the test split in physical units, overall and per channel, over the valid pixels (the
+dataset's ``/mask``, if its grid was padded), one trajectory at a time; (3) predict
+every test window, de-normalise prediction and truth with the train statistics and
+accumulate every metric (overall, per lead time and per channel), the band errors and
+the spectra, counting valid pixels only (:mod:`sdkd.evaluate.metrics`); (4) measure the
+model's cost (parameters, FLOPs, latency at batch 1 and throughput at the evaluation
+batch size: medians of up to :data:`TIMING_REPEATS` timed runs, fewer once they took
+:data:`TIMING_BUDGET_S`, after :data:`TIMING_WARMUP` warm-up run, on the evaluation
+device; a batch size that the evaluation loop has just run needs no warm-up run) and
+read the training cost from the run's ``history.csv`` (nulls when it is absent); (5)
+write the JSON atomically (:func:`sdkd.evaluate.format.write_evaluation`: non-finite
+numbers, the PSNR of a perfect forecast or the SSIM on grids under 11 px, become
+``null``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 import statistics
 import time
@@ -57,7 +59,7 @@ from sdkd.evaluate.format import (
     identity_problem,
     write_evaluation,
 )
-from sdkd.evaluate.metrics import ForecastMetrics
+from sdkd.evaluate.metrics import ForecastMetrics, zero_padding
 from sdkd.evaluate.spectra import SpectrumAccumulator
 from sdkd.jsonfile import read_bounded
 from sdkd.models import build_from_spec, count_parameters, flops_per_sample
@@ -119,30 +121,41 @@ def dataset_header(path: str | os.PathLike[str], dataset: str) -> dict[str, Any]
     return {"dt": float(dt) if dt is not None else None}
 
 
-def data_range(path: str | os.PathLike[str], split: str = SPLIT) -> float:
-    """max − min of ``/{split}/frames`` (physical units, all frames and channels).
+def data_ranges(path: str | os.PathLike[str], split: str = SPLIT,
+                mask: torch.Tensor | None = None) -> tuple[float, list[float]]:
+    """max − min of ``/{split}/frames`` (physical units) over all frames and channels, and
+    over each channel's frames: (overall, [per channel]).
 
-    Reads one trajectory at a time (the file is chunked per trajectory); raises
-    SdkdError naming the file for non-finite values or a constant split.
+    ``mask`` (H, W), True on valid pixels, leaves the padded pixels out (their values do
+    not matter, not even NaN). Reads one trajectory at a time (the file is chunked per
+    trajectory); raises SdkdError naming the file for non-finite values or a constant
+    split. A constant channel of a split that is not has range 0.
     """
     path = Path(path)
-    lo, hi = math.inf, -math.inf
+    valid = None if mask is None else mask.numpy().astype(bool)
+    lo, hi = None, None
     with h5py.File(path, "r") as f:
         frames = f[f"{split}/frames"]
         for i in range(frames.shape[0]):
-            block = np.asarray(frames[i])
+            block = np.asarray(frames[i])  # (T, C, H, W)
+            if valid is not None:
+                block = block[..., valid]  # (T, C, valid pixels)
+            block = block.reshape(*block.shape[:2], -1)
             if not np.isfinite(block).all():
                 raise SdkdError(
                     f"{path}: /{split}/frames trajectory {i} holds NaN or Inf values; "
                     "expected finite data (re-run sdkd preprocess on a clean file)"
                 )
-            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-    if not hi > lo:
+            low, high = block.min(axis=(0, 2)), block.max(axis=(0, 2))  # (C,)
+            lo = low if lo is None else np.minimum(lo, low)
+            hi = high if hi is None else np.maximum(hi, high)
+    overall = float(hi.max()) - float(lo.min())
+    if not overall > 0:
         raise SdkdError(
-            f"{path}: /{split}/frames is constant (max = min = {hi:g}); SSIM and PSNR need "
-            "a data range > 0"
+            f"{path}: /{split}/frames is constant (max = min = {float(hi.max()):g}); SSIM "
+            "and PSNR need a data range > 0"
         )
-    return hi - lo
+    return overall, [float(h) - float(l) for h, l in zip(hi, lo, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -317,6 +330,10 @@ def evaluate_run(
     if len(test) == 0:
         raise SdkdError(f"{data_path}: the {SPLIT} split has no windows to evaluate")
     header = dataset_header(data_path, dataset)
+    if len(set(test.channels)) != len(test.channels):
+        raise SdkdError(f"{data_path}: channel names {test.channels} repeat; expected one "
+                        "name per channel (the evaluation keys its per-channel metrics by "
+                        "name); run sdkd preprocess with distinct names")
     channels, height, width = test.frame_shape
     expect = {"dataset": dataset, "channels": channels, "in_steps": test.in_steps,
               "out_steps": test.out_steps, "grid": [height, width]}
@@ -329,9 +346,12 @@ def evaluate_run(
         SpectralBands(settings["band_cutoffs"]).masks(height, width)
     except SdkdError as exc:
         raise SdkdError(f"evaluate.band_cutoffs: {exc}") from None
-    value_range = data_range(data_path)
-    metrics_acc = ForecastMetrics(test.out_steps, value_range, settings["band_cutoffs"])
-    spectra = {key: SpectrumAccumulator() for key in ("prediction", "truth", "error")}
+    mask = test.mask  # None, or (H, W) True on the pixels that count
+    value_range, channel_ranges = data_ranges(data_path, mask=mask)
+    metrics_acc = ForecastMetrics(test.out_steps, value_range, settings["band_cutoffs"],
+                                  channel_ranges=channel_ranges, mask=mask)
+    spectra = {key: SpectrumAccumulator(mask=mask) for key in ("prediction", "truth", "error")}
+    valid = mask.to(device) if mask is not None else None
     log.info("evaluating %s (%s %s) on %d %s windows of %s, device %s", ckpt_path, meta["role"],
              name, len(test), SPLIT, dataset, device)
 
@@ -348,7 +368,8 @@ def evaluate_run(
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             prediction = model(x).prediction.float()
-            if not torch.isfinite(prediction).all():
+            # padded pixels never count, so whatever the model predicts there may stand
+            if not torch.isfinite(prediction if valid is None else prediction[..., valid]).all():
                 raise SdkdError(
                     f"checkpoint {ckpt_path}: the model predicts NaN or Inf on {SPLIT} windows "
                     f"{seen}–{seen + x.shape[0] - 1}; expected finite forecasts"
@@ -362,8 +383,9 @@ def evaluate_run(
             if sample is None:
                 sample = {
                     "window": 0, "channel": test.channels[0], "lead_times": lead_times,
-                    "truth": [_field(truth[0, t - 1, 0]) for t in lead_times],
-                    "prediction": [_field(prediction[0, t - 1, 0]) for t in lead_times],
+                    **{key: [_field(zero_padding(frames[0, t - 1, 0], mask))
+                             for t in lead_times]
+                       for key, frames in (("truth", truth), ("prediction", prediction))},
                 }
             seen += x.shape[0]
             batch_sizes.add(int(x.shape[0]))
@@ -404,9 +426,13 @@ def evaluate_run(
         "channels": list(test.channels),
         "grid": [height, width],
         "dt": header["dt"],
+        "mask": mask.to(torch.uint8).tolist() if mask is not None else None,
         "data_range": value_range,
         "data_range_definition": DATA_RANGE_DEFINITION,
-        **scores,
+        "metrics": scores["metrics"],
+        "channel_metrics": dict(zip(test.channels, scores["per_channel"], strict=True)),
+        "per_lead_time": scores["per_lead_time"],
+        "band_errors": scores["band_errors"],
         "spectrum": spectrum,
         "sample": sample,
         "efficiency": efficiency,

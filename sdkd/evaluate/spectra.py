@@ -16,6 +16,12 @@ accumulator averages it over every field it sees (windows, lead times, channels)
 
 A single Fourier mode cos 2π(3x + 4y) on the unit square puts all of its energy (½) in
 shell 5.
+
+On a padded grid (a validity ``mask``, see :mod:`sdkd.evaluate.metrics`) the accumulator
+takes the spectrum of the field with its padded pixels set to 0, times H·W / n for n
+valid pixels: the shells then sum to mean(x²) over the valid pixels, and the error's to
+the masked MSE. (Zero-filling is a window: it leaks some energy across shells, as any
+non-periodic domain does.)
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import Tensor
 
 from sdkd.distill.bands import radial_wavenumber, rfft_column_weights
 from sdkd.errors import SdkdError
+from sdkd.evaluate.metrics import check_mask, zero_padding
 
 __all__ = ["SpectrumAccumulator", "radial_spectrum", "shell_count", "shell_matrix"]
 
@@ -65,9 +72,13 @@ def radial_spectrum(x: Tensor) -> Tensor:
 
 
 class SpectrumAccumulator:
-    """Mean shell-energy spectrum over every (H, W) field passed to :meth:`update`."""
+    """Mean shell-energy spectrum over every (H, W) field passed to :meth:`update`.
 
-    def __init__(self) -> None:
+    ``mask``: (H, W) bool, True on the pixels that count; None: all of them.
+    """
+
+    def __init__(self, *, mask: Tensor | None = None) -> None:
+        self.mask = check_mask(mask)
         self.sums: Tensor | None = None
         self.fields = 0
         self.grid: tuple[int, int] | None = None
@@ -85,9 +96,11 @@ class SpectrumAccumulator:
         h, w = grid
         if self._matrix is None or self._matrix.device != x.device:
             self._matrix = shell_matrix(h, w, device=x.device)
-        spectrum = torch.fft.rfft2(x.to(torch.float64), norm="forward")
+        spectrum = torch.fft.rfft2(zero_padding(x, self.mask), norm="forward")
         power = torch.view_as_real(spectrum).square().sum(-1).reshape(-1, h * (w // 2 + 1))
         batch = (power.sum(0) @ self._matrix).cpu()
+        if self.mask is not None:  # per valid pixel
+            batch *= h * w / int(self.mask.sum())
         self.sums = batch if self.sums is None else self.sums + batch
         self.fields += power.shape[0]
 

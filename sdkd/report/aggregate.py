@@ -34,6 +34,16 @@ see :func:`sdkd.plan.expected_runs`), whether or not its file exists. Columns
   training time), ``seconds_per_epoch``, ``peak_memory_mb``, ``train_device``:
   ``efficiency.training``.
 - ``eval_path``: the file that was (or would have been) read.
+- ``mse[<channel>]``, ``ssim[<channel>]``
+  (:data:`~sdkd.report.results.CHANNEL_METRICS`, named by
+  :func:`~sdkd.report.results.channel_column`): only for a dataset of more than one
+  channel, after the columns above, per such dataset (in config order) the MSE of each
+  of its channels (in the file's order), then their SSIM, from ``channel_metrics`` of
+  the file: the channel's test MSE in its physical units, its SSIM with its own data
+  range. Empty in the other datasets' rows, for runs that are not ``ok``, for version 2
+  files (they have no per-channel block) and for a channel without a value (the SSIM of
+  a constant one). With single-channel datasets only, the table has exactly the columns
+  above.
 
 ``summary.json`` (:func:`summarize`, :func:`write_summary`): the headline numbers,
 nested objects of numbers (DVC flattens them to dotted keys for ``dvc metrics``).
@@ -102,6 +112,7 @@ from sdkd.evaluate.format import (
     EFFICIENCY,
     METRICS,
     InvalidEvaluation,
+    channel_metrics,
     efficiency,
     metrics,
     read_evaluation,
@@ -109,7 +120,7 @@ from sdkd.evaluate.format import (
 from sdkd.jsonfile import read_json, shown, write_json
 from sdkd.plan import dataset_settings, expected_runs
 from sdkd.report.csvfile import first_marked_line, numbers, read_csv
-from sdkd.report.results import Results
+from sdkd.report.results import CHANNEL_METRICS, Results, channel_column, column_channel
 
 SCHEMA_VERSION = 2
 """Version of summary.json; 2 added ``consistency``."""
@@ -136,6 +147,10 @@ def _row(run: Mapping[str, Any], eval_root: Path) -> dict[str, Any]:
     costs, lacking = efficiency(doc)
     row |= {"status": "ok", "run_id": doc["run_id"], **metrics(doc)}
     row |= {name: value for name, value in costs.items() if value is not None}
+    channels = channel_metrics(doc)
+    if channels is not None and len(channels) > 1:
+        row |= {channel_column(metric, name): values[metric]
+                for metric in CHANNEL_METRICS for name, values in channels.items()}
     if lacking:
         row["note"] = "no finite value for " + ", ".join(lacking)
     return row
@@ -162,7 +177,9 @@ def collect(config: Mapping[str, Any], eval_root: str | Path) -> pd.DataFrame:
             f"no evaluation files under {eval_root}{other}: expected {len(runs)}, e.g. "
             f"{eval_root / runs[0]['eval_file']}; run the pipeline first"
         )
-    frame = pd.DataFrame([_row(run, eval_root) for run in runs], columns=list(COLUMNS))
+    rows = [_row(run, eval_root) for run in runs]
+    per_channel = dict.fromkeys(key for row in rows for key in row if key not in COLUMNS)
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *per_channel])
     frame["seed"] = frame["seed"].astype(int)
     return _none_for_teacher(frame)
 
@@ -343,6 +360,8 @@ def _plain(value: Any) -> Any:
 def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read a metrics.csv written by :func:`aggregate` (teacher ``bands`` → ``None``).
 
+    The per-channel columns (``mse[<channel>]``, …) are read as numbers too.
+
     Raises:
         SdkdError: naming ``path`` (and the line) when it is not such a table: too large
             or unreadable, a column lacking, an unknown status or role, a seed that is not
@@ -363,7 +382,7 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
             raise SdkdError(f"{path}: line {first_marked_line(bad)}: unknown {column} "
                             f"{shown(frame[column][bad].iloc[0])} (expected "
                             f"{', '.join(allowed)})")
-    for column in NUMBER_COLUMNS:
+    for column in (*NUMBER_COLUMNS, *filter(column_channel, frame.columns)):
         frame[column] = numbers(frame, column, path)
     seeds = frame["seed"]
     checks = (

@@ -466,12 +466,13 @@ def _samples(res: Results, palette: Mapping[str, Any], dataset: str,
         raise _NoData(unavailable(wanted, "sample"))
     shape = rows[0][1].truth.shape
     rows = [r for r in rows if r[1].truth.shape == shape]
-    truth, leads = rows[0][1].truth, rows[0][1].lead_times
+    truth, leads, valid = rows[0][1].truth, rows[0][1].lead_times, rows[0][1].valid
     first, last = 0, len(truth) - 1
-    maps = [truth[[first, last]]] + [s.prediction[[first, last]] for _, s in rows]
+    maps = [_on_valid(truth[[first, last]], valid)] + [
+        _on_valid(s.prediction[[first, last]], valid) for _, s in rows]
     vmin = min(float(f.min()) for f in maps)
     vmax = max(float(f.max()) for f in maps)
-    errors = [s.prediction[[first, last]] - truth[[first, last]] for _, s in rows]
+    errors = [m - maps[0] for m in maps[1:]]
     emax = max(float(np.abs(e).max()) for e in errors) or 1.0
 
     nrows = len(rows) + 1
@@ -518,7 +519,19 @@ def _samples(res: Results, palette: Mapping[str, Any], dataset: str,
         "so colours compare across rows; the rmse of each error map is printed in its "
         "corner. Rows of runs that are missing are left out."
     )
+    if valid is not None:
+        caption += (" The grid was padded: the padded pixels, which no metric counts, are "
+                    "left blank and out of the scales and the rmse.")
     return fig, caption
+
+
+def _on_valid(frames: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """``frames`` (..., H, W) with the pixels off ``valid`` (H, W) masked out (a numpy
+    masked array: imshow leaves them blank, min, max and mean skip them); ``frames``
+    itself when every pixel counts."""
+    if valid is None:
+        return frames
+    return np.ma.masked_array(frames, np.broadcast_to(~valid, frames.shape))
 
 
 def _curve_columns(frame: pd.DataFrame, role: str) -> tuple[str, str]:

@@ -6,6 +6,8 @@ file (through :mod:`sdkd.evaluate.format`) and training history when asked. It a
 the questions that several outputs ask, so that each has one answer:
 
 - which runs: :meth:`Results.runs` (by dataset, role, model, band key; ok only);
+- which channels have metrics of their own: :meth:`Results.channels` (the metrics
+  table's per-channel columns, :func:`channel_column`);
 - the plain baseline of a student: :meth:`Results.none_key` (:func:`none_key`);
 - the best setting of a student: :meth:`Results.best`;
 - the band errors of a dataset's runs: :meth:`Results.band_errors`;
@@ -29,6 +31,7 @@ warns with them), per dataset, over the runs whose evaluation file is usable:
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +60,24 @@ from sdkd.report.csvfile import numbers, read_csv
 
 # How many identity changes a `config` finding spells out.
 CHANGES_SHOWN = 3
+
+CHANNEL_METRICS = ("mse", "ssim")
+"""The metrics that the metrics table and the page show per channel, for a dataset of
+more than one channel: the error, and the structure (each SSIM with its channel's own
+data range)."""
+
+_CHANNEL_COLUMN = re.compile(rf"({'|'.join(CHANNEL_METRICS)})\[(.*)\]", re.DOTALL)
+
+
+def channel_column(metric: str, channel: str) -> str:
+    """The metrics table's column of ``metric`` on one channel: ``mse[2m_temperature]``."""
+    return f"{metric}[{channel}]"
+
+
+def column_channel(column: Any) -> tuple[str, str] | None:
+    """(metric, channel) of a :func:`channel_column`; None for any other column."""
+    found = _CHANNEL_COLUMN.fullmatch(column) if isinstance(column, str) else None
+    return (found[1], found[2]) if found else None
 
 
 def run_label(run: Mapping[str, Any]) -> str:
@@ -150,6 +171,15 @@ class Results:
             if value is not None:
                 keep &= frame[column] == value
         return frame[keep]
+
+    def channels(self, dataset: str) -> list[str]:
+        """The channels of ``dataset`` that have metrics of their own in the table (in
+        column order); [] for a dataset of one channel, whose overall metrics are its
+        channel's."""
+        rows = self.runs(dataset)
+        return [parsed[1] for column in self.frame.columns
+                if (parsed := column_channel(column)) is not None
+                and parsed[0] == CHANNEL_METRICS[0] and rows[column].notna().any()]
 
     def students_of(self, dataset: str) -> list[str]:
         """The students ``dataset`` runs, in the order of ``models.students``."""

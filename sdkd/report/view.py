@@ -3,8 +3,9 @@
 :class:`DatasetView` takes the runs and their files from :class:`sdkd.report.results.Results`
 and the headline numbers from ``summary.json`` (so that the page prints what
 ``dvc metrics show`` prints), and turns them into ready HTML tables: the summary (teacher
-vs plain vs best distilled setting per student), every run's metrics, the costs, and the
-error per frequency band. The verdict sentences are :mod:`sdkd.report.verdicts`.
+vs plain vs best distilled setting per student), every run's metrics (and, for a dataset
+of several channels, each channel's), the costs, and the error per frequency band.
+The verdict sentences are :mod:`sdkd.report.verdicts`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sdkd.report.fmt import (
     spread_pct,
     stat_text,
 )
-from sdkd.report.results import Results
+from sdkd.report.results import CHANNEL_METRICS, Results, channel_column
 from sdkd.report.tables import html_table
 
 
@@ -72,6 +73,7 @@ class DatasetView:
         # a dataset may run a subset of the students and settings (sdkd.plan)
         self.students = results.students_of(name)
         self.settings = results.settings_of(name)
+        self.channels = results.channels(name)  # [] for a dataset of one channel
         self.rows = results.runs(name)
         self.entry = summary["datasets"].get(name, {})
         self.none_key = results.none_key(name)
@@ -184,6 +186,30 @@ class DatasetView:
         return html_table(frame, f"metrics-{self.name}", numeric=["seed", *metrics],
                           row_status=list(self.rows["status"]), status_column="status",
                           extra={"note": "note"})
+
+    def channel_table(self) -> Markup | None:
+        """Per run, the test metrics of :data:`CHANNEL_METRICS` of each channel (MSE in
+        that channel's units squared, SSIM with its own data range); None for a dataset
+        of one channel, whose overall metrics are its channel's."""
+        if not self.channels:
+            return None
+        labels = {"mse": "MSE", "ssim": "SSIM"}
+        rows = []
+        for run in self.rows.to_dict("records"):
+            ok = run["status"] == "ok"
+            row = {("run", "model"): run["model"],
+                   ("run", "bands"): "teacher" if run["role"] == "teacher" else run["bands"],
+                   ("run", "seed"): str(run["seed"]), ("run", "status"): run["status"]}
+            for metric in CHANNEL_METRICS:
+                for channel in self.channels:
+                    value = run.get(channel_column(metric, channel)) if ok else None
+                    row[(labels[metric], channel)] = fmt_metric(metric, value)
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+        return html_table(frame, f"channels-{self.name}",
+                          numeric=[c for c in frame.columns if c[0] != "run" or c[1] == "seed"],
+                          row_status=list(self.rows["status"]), status_column=("run", "status"))
 
     # ---- efficiency
 

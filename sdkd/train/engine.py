@@ -25,7 +25,10 @@ The loss
     back-propagated, ``terms`` names its parts (``{"mse": ..., "kd_low": ...}``) for the
     history. Both are assumed to be means over the batch; the epoch values are the
     per-sample means (batch values weighted by batch size). The validation loss is the
-    same ``loss_fn`` under ``torch.no_grad()`` with ``model.eval()``.
+    same ``loss_fn`` under ``torch.no_grad()`` with ``model.eval()``. Which pixels count
+    is ``loss_fn``'s business too: on a padded grid the jobs of :mod:`sdkd.train.jobs`
+    close it over the validity mask, and as every sample has the same valid pixels the
+    per-sample means stay means over valid pixels.
 
 Reproducibility and resume
     A fresh run seeds torch, numpy and ``random`` with ``cfg.seed`` (the caller seeds
@@ -97,7 +100,6 @@ from sdkd.train.runfolder import LAST, RunFolder
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Mapping[str, Tensor]]]
-
 
 
 @dataclass

@@ -18,23 +18,30 @@ Every checkpoint and ``done.json`` also carry the run's identity
 canonical dataset and, for a distilled student, the sha256 of the teacher's weights.
 The engine resumes or reuses a folder only for an equal identity, so a rerun after a
 change trains again and a rerun after a kill continues.
+
+A dataset on a grid padded to the models' size has a validity mask
+(``ForecastWindows.mask``, True on the data's pixels). Both jobs take it from the train
+split, move it to the training device once and build their loss with it, so neither the
+training nor the validation loss counts a padded pixel (:func:`mse_loss`,
+:class:`sdkd.distill.losses.DistillLoss`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import h5py
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
 from sdkd.data.dataset import ForecastWindows, fingerprint
 from sdkd.distill.cache import with_teacher_forecasts
+from sdkd.distill.losses import masked_mse
 from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
 from sdkd.models import build_from_spec, build_model, model_spec
@@ -106,18 +113,23 @@ def _build(name: str, overrides: Mapping[str, Any], meta: Mapping[str, Any]) -> 
     )
 
 
-def mse_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """A teacher's loss: the MSE of its forecast, the one term ``mse``."""
-    loss = F.mse_loss(model(x).prediction, y)
+def mse_loss(
+    model: nn.Module, x: Tensor, y: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """A teacher's loss: the MSE of its forecast (B, T_out, C, H, W) against ``y``, the
+    one term ``mse``; with ``mask`` (bool (H, W), on the device) over its valid pixels
+    only (:func:`sdkd.distill.losses.masked_mse`)."""
+    loss = masked_mse(model(x).prediction, y, mask)
     return loss, {"mse": loss.detach()}
 
 
-def student_loss(teacher: ForecastModel | None) -> LossFn:
+def student_loss(teacher: ForecastModel | None, mask: Tensor | None = None) -> LossFn:
     """The loss of a distillation run, which trains ``nn.ModuleDict({"student", "kd"})``.
 
-    A target is ``y`` (T_out, C, H, W) or, from the teacher cache
+    A target is ``y`` (B, T_out, C, H, W) or, from the teacher cache
     (:mod:`sdkd.distill.cache`), ``(y, teacher prediction, teacher feature)``; with a
-    plain ``y`` the frozen ``teacher``, if any, runs forward under ``no_grad``.
+    plain ``y`` the frozen ``teacher``, if any, runs forward under ``no_grad``. ``mask``
+    (bool (H, W), on the device) restricts the output-space terms to valid pixels.
     """
 
     def loss_fn(modules: nn.Module, x: Tensor, y: Any) -> tuple[Tensor, dict[str, Tensor]]:
@@ -129,9 +141,19 @@ def student_loss(teacher: ForecastModel | None) -> LossFn:
         elif teacher is not None:
             with torch.no_grad():
                 reference = teacher(x)
-        return kd(modules["student"](x), reference, y)
+        return kd(modules["student"](x), reference, y, mask=mask)
 
     return loss_fn
+
+
+def loss_mask(data: ForecastWindows, device: torch.device) -> Tensor | None:
+    """The validity mask (H, W) of ``data``'s grid on ``device``, where the loss reads it
+    every step; None when every pixel is data."""
+    if data.mask is None:
+        return None
+    log.info("padded grid: losses count %d of %d pixels", int(data.mask.sum()),
+             data.mask.numel())
+    return data.mask.to(device)
 
 
 def _device_lease(choice: str):
@@ -155,7 +177,8 @@ def train_teacher(
     with _device_lease(device) as lease:
         log.info("teacher %s on %s: %d parameters", model.name, lease.device,
                  model.num_parameters())
-        return fit(model, mse_loss, train_set, val_set, train_config(training, config["seed"]),
+        loss_fn = partial(mse_loss, mask=loss_mask(train_set, lease.device))
+        return fit(model, loss_fn, train_set, val_set, train_config(training, config["seed"]),
                    out_dir, device=lease.device, meta=meta, identity=identity,
                    attachments=_config_file(config))
 
@@ -223,6 +246,7 @@ def distill_student(
              "setting": setting.setting, "seed": seed}
 
     with _device_lease(device) as lease:
+        mask = loss_mask(train_set, lease.device)
         if teacher is not None:
             teacher.to(lease.device)
             # The teacher's forecasts of both splits, once, if they fit in the budget.
@@ -238,7 +262,7 @@ def distill_student(
                 train_set, val_set = cached
         log.info("student %s (%s, seed %d) on %s: %d parameters", student, bands, seed,
                  lease.device, model.num_parameters())
-        return fit(trainable, student_loss(teacher), train_set, val_set,
+        return fit(trainable, student_loss(teacher, mask), train_set, val_set,
                    train_config(training, seed), out_dir,
                    device=lease.device, meta=meta, identity=identity,
                    attachments=_config_file(config), monitor="gt")

@@ -7,8 +7,11 @@
 
 import os
 import re
+import sys
 
 from sdkd.config import raw_filename, write_resolved
+from sdkd.data.paths import file_pattern, input_files
+from sdkd.errors import SdkdError
 from sdkd.plan import (
     band_setting,
     canonical_json,
@@ -38,9 +41,21 @@ TEACHER = config["models"]["teacher"]
 STUDENTS = list(config["models"]["students"])
 BANDS = list(config["distill"]["settings"])
 RUNS = expected_runs(config)
-# Each dataset's raw file name (a `file` source keeps the user's name, whatever its
-# characters): the only values the {filename} wildcard may take.
-RAW_FILES = sorted({raw_filename(block) for block in config["datasets"].values()})
+# A `file` source is read where it is: its files (a glob's matches, a Zarr store's
+# files) are the preprocess job's inputs, so editing one reruns that dataset's jobs.
+try:
+    USER_FILES = {
+        name: [str(path) for path in input_files(file_pattern(block["file"]))]
+        for name, block in config["datasets"].items()
+        if block["source"] == "file"
+    }
+except SdkdError as error:
+    print(f"sdkd: error: {CONFIG_SOURCE}: {error}", file=sys.stderr)
+    sys.exit(2)
+# Each acquired dataset's raw file name: the only values the {filename} wildcard may take.
+RAW_FILES = sorted(
+    {raw_filename(block) for name, block in config["datasets"].items() if name not in USER_FILES}
+)
 # Runs and figures follow each dataset's students/settings subset (sdkd.plan); the
 # wildcard constraints below stay global, the union over datasets.
 # Figures are named by the config (datasets, students), so they can be declared outputs.
@@ -91,9 +106,18 @@ def student_spec(wildcards):
 
 
 def raw_path(wildcards):
-    """resources/raw/{dataset}/<file name of its source>."""
+    """resources/raw/{dataset}/<file name of its source>, or a file source's own files."""
+    if wildcards.dataset in USER_FILES:
+        return USER_FILES[wildcards.dataset]
     name = raw_filename(config["datasets"][wildcards.dataset])
     return f"resources/raw/{wildcards.dataset}/{name}"
+
+
+def raw_option(wildcards, input):
+    """`--raw <file>` for an acquired dataset; nothing for a file source (read in place)."""
+    if wildcards.dataset in USER_FILES:
+        return []
+    return ["--raw", input.raw]
 
 
 def teacher_for_setting(wildcards):

@@ -1,7 +1,7 @@
 rule preprocess:
-    """Raw file → canonical HDF5: splits, per-channel train statistics, provenance."""
+    """Raw data → canonical HDF5: grid fitted, splits, per-channel train statistics, provenance."""
     input:
-        raw_path,
+        raw=raw_path,
     output:
         "results/data/{dataset}.h5",
     log:
@@ -16,6 +16,7 @@ rule preprocess:
     params:
         config=CONFIG_FILE,
         dataset=dataset_params,
+        raw=raw_option,
     shell:
         "sdkd --threads {threads:q} preprocess --config {params.config:q}"
-        " --dataset {wildcards.dataset:q} --raw {input:q} --out {output:q} > {log:q} 2>&1"
+        " --dataset {wildcards.dataset:q} {params.raw:q} --out {output:q} > {log:q} 2>&1"
