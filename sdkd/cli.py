@@ -30,15 +30,17 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
 
 
 def _cmd_sources(args: argparse.Namespace) -> None:
+    import textwrap
+
     from sdkd.data.sources import catalogue
 
-    rows = catalogue()
-    keys = ("name", "route", "layout", "size")
-    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in keys}
-    print("  ".join(key.ljust(widths[key]) for key in keys) + "  description; licence")
-    for row in rows:
-        cells = "  ".join(row[key].ljust(widths[key]) for key in keys)
-        print(f"{cells}  {row['description']}; {row['licence']}")
+    for row in catalogue():
+        print(f"{row['name']}  ({row['route']}, layout {row['layout']})")
+        for key in ("description", "size", "licence"):
+            text = row[key] if key == "description" else f"{key}: {row[key]}"
+            print(textwrap.fill(text, width=88, initial_indent="  ",
+                                subsequent_indent="    "))
+        print()
 
 
 def _cmd_acquire(args: argparse.Namespace) -> None:

@@ -376,12 +376,20 @@ def _check_raw_file(name: str, dataset: dict[str, Any], source: str) -> None:
 
 
 def _data_grid(dataset: Mapping[str, Any]) -> int | None:
-    """Points per side of a simulated dataset after ``spatial_stride``; None when the grid
-    is only known once the data is read (``file`` and ``download`` sources)."""
+    """Points per side of a simulated dataset's canonical grid: after ``spatial_stride``
+    and the grid policy (:mod:`sdkd.data.grid`: crop to, or pad up to, a multiple of the
+    models' downsampling); None when the grid is only known once the data is read
+    (``file`` and ``download`` sources)."""
     sim = dataset.get("simulate")
     if sim is None:
         return None
-    return len(range(0, sim["resolution"], dataset["spatial_stride"]))
+    grid = len(range(0, sim["resolution"], dataset["spatial_stride"]))
+    policy = dataset["grid"]["policy"]
+    if policy == "crop":
+        return grid // MODEL_DOWNSAMPLING * MODEL_DOWNSAMPLING
+    if policy == "pad":
+        return -(-grid // MODEL_DOWNSAMPLING) * MODEL_DOWNSAMPLING
+    return grid
 
 
 def _check_simulation(
@@ -426,12 +434,14 @@ def _check_simulation(
             f"{where}.split: {sum(counts)} trajectories asked for, but {kept}"
         )
     grid = _data_grid(dataset)
-    if grid % MODEL_DOWNSAMPLING:
+    if grid % MODEL_DOWNSAMPLING or grid < MODEL_DOWNSAMPLING:
         key = "spatial_stride" if dataset["spatial_stride"] > 1 else "simulate.resolution"
         raise SdkdError(
             f"{where}.{key}: the data grid is {grid}×{grid} (resolution {sim['resolution']}, "
-            f"spatial_stride {dataset['spatial_stride']}); the models downsample it by "
-            f"{MODEL_DOWNSAMPLING}, so each side must be a multiple of {MODEL_DOWNSAMPLING}"
+            f"spatial_stride {dataset['spatial_stride']}, grid policy "
+            f"{dataset['grid']['policy']}); the models downsample it by {MODEL_DOWNSAMPLING}, "
+            f"so each side must be a non-zero multiple of {MODEL_DOWNSAMPLING} (or set "
+            "grid: {policy: crop} or {policy: pad})"
         )
     gib = sim["n_trajectories"] * raw_frames * channels * sim["resolution"] ** 2 * 4 / 2**30
     if gib > limits["max_array_gib"]:

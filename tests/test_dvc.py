@@ -413,6 +413,8 @@ def test_repro_push_pull_round_trip(tmp_path, dvc_yaml):
     del smoke["datasets"]["diffusion_reaction"]
     smoke["distill"]["settings"] = {key: smoke["distill"]["settings"][key]
                                     for key in ("none", "dual")}
+    for role in ("teacher", "student"):
+        smoke["training"][role]["epochs"] = 1
     (repo / PARAMS_FILE).write_text(yaml.safe_dump(smoke, sort_keys=False))
     _run("git init -q", repo, env)
     _run("git add -A", repo, env)

@@ -176,6 +176,25 @@ def test_a_grid_that_does_not_fit_stops_preprocess(sdkd_cli, tmp_path):
                          "12×16", out_dir=tmp_path / "out")
 
 
+def test_a_grid_too_small_even_after_the_policy(sdkd_cli, tmp_path):
+    dataset, _ = _odd_grid(tmp_path, "crop")
+    dataset["spatial_stride"] = 4  # 9 × 13 → 3 × 4, cropped to 0 × 4
+    config = write_config(tmp_path, {"odd": dataset})
+    status, err = sdkd_cli("preprocess", "--config", config, "--dataset", "odd",
+                           "--out", tmp_path / "out" / "odd.h5")
+    assert_clean_failure(status, err, "datasets.odd", "3×4 cropped is 0×4",
+                         "grid: {policy: pad}", out_dir=tmp_path / "out")
+
+
+def test_a_mask_that_leaves_nothing_valid(tmp_path):
+    dataset, _ = _odd_grid(tmp_path, "pad")
+    out = preprocess(None, tmp_path / "padded.h5", dataset, name="odd")
+    with h5py.File(out, "r+") as f:
+        f["mask"][...] = 0
+    with pytest.raises(SdkdError, match=r"padded\.h5.*/mask leaves no valid pixel"):
+        ForecastWindows(out, "train")
+
+
 # --- config rules ---------------------------------------------------------------------
 
 
@@ -235,3 +254,25 @@ def test_readme_examples_are_valid_config():
     datasets = yaml.safe_load(text[: text.index("```")])["datasets"]
     assert set(validate(experiment(datasets), models=False)["datasets"]) == {
         "turbulence", "weather", "traffic", "era5_own", "frames"}
+
+
+def test_a_simulated_grid_is_fitted_at_check_config():
+    block = {"source": "simulate",
+             "simulate": {"equation": "diffusion_reaction", "n_trajectories": 6,
+                          "resolution": 30},
+             "split": {"train": 4, "val": 1, "test": 1}, "in_steps": 2, "out_steps": 2}
+    with pytest.raises(SdkdError, match=r"30×30 .* grid: \{policy: crop\}"):
+        validate(experiment({"dr": block}), models=False)
+    for policy in ("crop", "pad"):
+        validate(experiment({"dr": {**block, "grid": {"policy": policy}}}), models=False)
+
+
+def test_years_as_a_time_split():
+    from sdkd.data.calendar import time_range
+
+    assert time_range([2015, 2016], "split.train") == (
+        np.datetime64("2015-01-01T00:00:00"), np.datetime64("2017-01-01T00:00:00"))
+    block = {"source": "file", "file": {"path": "x.nc", "variable": "t2m", "axes": "T H W"},
+             "split": {"train": [1979, 2015], "val": [2016, 2016], "test": [2017, 2017]},
+             "in_steps": 2, "out_steps": 2}
+    validate(experiment({"era5": block}), models=False)

@@ -8,6 +8,8 @@ weather dataset.
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -73,18 +75,19 @@ def test_weatherbench_and_taxibj_through_the_dag(tmp_path):
     with serve_tree(tmp_path / "store") as server:
         config = _config(server.url("era5.zarr"), str(taxibj))
         (work / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        result = snakemake(work, "--configfile", "run.yaml", "--resources", "gpu=1", cores=2)
+        result = snakemake(work, "--configfile", "run.yaml", "--resources", "gpu=2", cores=2)
         assert result.returncode == 0, result.stderr[-3000:]
         _check_outputs(work)
         # An edit of the user's file reruns its dataset's jobs and leaves the other's
         # alone: the traffic teacher is really rebuilt, the rest of the plan is listed.
-        before = digests(work / "results")
+        before, requests = digests(work / "results"), len(server.paths)
         write_taxibj(taxibj, days=10, grid=16, drop=[(3, 17)], seed=1)
         teacher = "results/teachers/traffic/teacher-tiny/best.pt"
         result = snakemake(work, teacher, "--configfile", "run.yaml", "--resources", "gpu=1")
         assert result.returncode == 0, result.stderr[-3000:]
         after = digests(work / "results")
         plan = snakemake(work, "-n", "--quiet", "rules", "--configfile", "run.yaml")
+        assert len(server.paths) == requests  # the cached slice is not fetched again
     changed = {path for path in before if before[path] != after.get(path)}
     assert {"data/traffic.h5", "teachers/traffic/teacher-tiny/best.pt"} <= changed
     assert not any("weather" in path for path in changed)
@@ -94,7 +97,11 @@ def test_weatherbench_and_taxibj_through_the_dag(tmp_path):
 
 
 def _check_outputs(work):
-    assert (work / "results/report.html").is_file()
+    report = (work / "results/report.html").read_text()
+    assert "geopotential@500" in report and "outflow" in report  # per-channel tables
+    evaluation = json.loads((work / "results/eval/weather/teacher/teacher-tiny.json").read_text())
+    assert list(evaluation["channel_metrics"]) == ["2m_temperature", "geopotential@500"]
+    assert len(evaluation["mask"]) == 12 and sum(map(sum, evaluation["mask"])) == 11 * 22
 
     weather = work / "results/data/weather.h5"
     with h5py.File(weather) as f:

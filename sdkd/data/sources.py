@@ -38,6 +38,20 @@ if TYPE_CHECKING:
 WEATHERBENCH = "weatherbench2_era5_64x32"
 
 
+# The default experiment's real climate data, which ships in a wheel (see the README); the
+# file says "Data from Met Office Unified Model 6.05".
+HADGEM2 = {
+    "layout": "netcdf",
+    "size": "1.8 MB (sample_data/A1B_north_america.nc in the iris-sample-data wheel)",
+    "licence": "Open Government (the iris-sample-data package metadata, SciTools)",
+    "description": (
+        "HadGEM2-AO climate model, A1B scenario: annual-mean near-surface air temperature "
+        "(K) over North America, 1860-2099 (240 frames), 37 × 49 grid of 1.25° × 1.875°; "
+        "model output, not observations"
+    ),
+}
+
+
 def is_weatherbench(dataset: Mapping[str, Any]) -> bool:
     """Whether a dataset fetches a slice of the WeatherBench 2 store."""
     return dataset["source"] == "download" and dataset["download"].get("name") == WEATHERBENCH
@@ -137,7 +151,9 @@ def catalogue() -> list[dict[str, str]]:
         for entry in REGISTRY.values()
     ]
     for name, route, info in ((WEATHERBENCH, "download", weatherbench.SOURCE),
-                              ("taxibj", "download url / file", taxibj.SOURCE)):
+                              ("taxibj", "download url / file", taxibj.SOURCE),
+                              ("hadgem2_a1b_north_america", "file, package iris_sample_data",
+                               HADGEM2)):
         rows.append({"name": name, "route": route, "layout": info["layout"],
                      "size": info["size"], "licence": info["licence"],
                      "description": info["description"]})
