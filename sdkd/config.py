@@ -384,12 +384,17 @@ def _data_grid(dataset: Mapping[str, Any]) -> int | None:
     if sim is None:
         return None
     grid = len(range(0, sim["resolution"], dataset["spatial_stride"]))
-    policy = dataset["grid"]["policy"]
+    return fitted_side(grid, dataset["grid"]["policy"])
+
+
+def fitted_side(n: int, policy: str) -> int:
+    """A grid side of ``n`` points under a grid policy: cropped down to, or padded up to,
+    a multiple of :data:`MODEL_DOWNSAMPLING`; ``exact`` leaves it as it is."""
     if policy == "crop":
-        return grid // MODEL_DOWNSAMPLING * MODEL_DOWNSAMPLING
+        return n // MODEL_DOWNSAMPLING * MODEL_DOWNSAMPLING
     if policy == "pad":
-        return -(-grid // MODEL_DOWNSAMPLING) * MODEL_DOWNSAMPLING
-    return grid
+        return -(-n // MODEL_DOWNSAMPLING) * MODEL_DOWNSAMPLING
+    return n
 
 
 def _check_simulation(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdkd.config import MODEL_DOWNSAMPLING
+from sdkd.config import MODEL_DOWNSAMPLING, fitted_side
 from sdkd.errors import SdkdError
 
 
@@ -80,17 +80,18 @@ def fit_grid(height: int, width: int, policy: str, where: str) -> GridFit:
     """
     factor = MODEL_DOWNSAMPLING
     source = (height, width)
-    if policy == "exact" or source == tuple(n // factor * factor for n in source):
+    if policy == "exact" or source == tuple(fitted_side(n, "crop") for n in source):
         if height % factor or width % factor:
+            crop, pad = ("×".join(str(fitted_side(n, p)) for n in source)
+                         for p in ("crop", "pad"))
             raise SdkdError(
                 f"{where}: the data grid is {height}×{width}, but the models downsample by "
                 f"{factor}, so each side must be a multiple of {factor}; set "
-                f"grid: {{policy: crop}} (→ {_crop(height)}×{_crop(width)}) or "
-                f"grid: {{policy: pad}} (→ {_pad(height)}×{_pad(width)}, padded pixels "
-                "masked out of losses and metrics)"
+                f"grid: {{policy: crop}} (→ {crop}) or grid: {{policy: pad}} (→ {pad}, "
+                "padded pixels masked out of losses and metrics)"
             )
         return GridFit("exact", source, source, (0, 0))
-    shape = (_crop(height), _crop(width)) if policy == "crop" else (_pad(height), _pad(width))
+    shape = (fitted_side(height, policy), fitted_side(width, policy))
     if min(shape) < factor:
         raise SdkdError(
             f"{where}: the data grid {height}×{width} cropped is {shape[0]}×{shape[1]}, "
@@ -99,10 +100,3 @@ def fit_grid(height: int, width: int, policy: str, where: str) -> GridFit:
     before = tuple(abs(n - s) // 2 for n, s in zip(shape, source, strict=True))
     return GridFit(policy, source, shape, before)
 
-
-def _crop(n: int) -> int:
-    return n // MODEL_DOWNSAMPLING * MODEL_DOWNSAMPLING
-
-
-def _pad(n: int) -> int:
-    return -(-n // MODEL_DOWNSAMPLING) * MODEL_DOWNSAMPLING

@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,11 @@ def data_paths(pattern: str) -> list[Path]:
         path = Path(expanded)
         _check_exists(path, pattern)
         return [path]
-    matches: list[str] = []
-    for match in glob.iglob(expanded, recursive=True):
-        matches.append(match)
-        if len(matches) > MAX_MATCHES:
-            raise SdkdError(
-                f"{pattern}: the glob matches more than {MAX_MATCHES} paths; narrow the "
-                "pattern or merge the files"
-            )
+    matches = _at_most(
+        glob.iglob(expanded, recursive=True), MAX_MATCHES,
+        f"{pattern}: the glob matches more than {MAX_MATCHES} paths; narrow the pattern or "
+        "merge the files",
+    )
     if not matches:
         parent = _existing_parent(expanded)
         raise SdkdError(
@@ -80,21 +77,35 @@ def input_files(pattern: str) -> list[Path]:
         if not path.is_dir():
             files.append(path)
             continue
-        inside: list[str] = []
-        for folder, _dirs, names in os.walk(path, onerror=_walk_error):
-            for name in names:
-                full = os.path.join(folder, name)
-                if os.path.isfile(full):
-                    inside.append(full)
-            if len(inside) > MAX_STORE_FILES:
-                raise SdkdError(
-                    f"{path}: holds more than {MAX_STORE_FILES} files; consolidate the Zarr "
-                    "store into larger chunks"
-                )
+        inside = _at_most(
+            _regular_files(path), MAX_STORE_FILES,
+            f"{path}: holds more than {MAX_STORE_FILES} files; consolidate the Zarr store "
+            "into larger chunks",
+        )
         if not inside:
             raise SdkdError(f"{path}: an empty directory; expected a Zarr store")
         files.extend(Path(f) for f in sorted(inside))
     return files
+
+
+def _at_most(items: Iterator[str], limit: int, too_many: str) -> list[str]:
+    """The items, or ``SdkdError(too_many)`` as soon as there are more than ``limit``
+    (stopping there: a pattern that reaches too far is not listed to its end)."""
+    found: list[str] = []
+    for item in items:
+        found.append(item)
+        if len(found) > limit:
+            raise SdkdError(too_many)
+    return found
+
+
+def _regular_files(directory: Path) -> Iterator[str]:
+    """The regular files below ``directory``, at any depth, links to folders not followed."""
+    for folder, _dirs, names in os.walk(directory, onerror=_walk_error):
+        for name in names:
+            full = os.path.join(folder, name)
+            if os.path.isfile(full):
+                yield full
 
 
 def _check_exists(path: Path, pattern: str) -> None:
