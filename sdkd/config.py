@@ -201,7 +201,7 @@ def validate(
         _check_raw_file(name, dataset, source)
         _check_simulation(name, dataset, config["limits"], source)
         _check_grid(name, dataset, config, source)
-    _check_training(config["training"], source)
+    _check_training(config, source)
     _check_bands(config, source)
     _check_run_count(config, source)
     if models:
@@ -458,13 +458,19 @@ def _check_simulation(
         )
 
 
-def _check_training(training: Mapping[str, Any], source: str) -> None:
-    for role, block in training.items():
-        if block["min_lr"] > block["lr"]:
-            raise SdkdError(
-                f"{source}: training.{role}.min_lr: {block['min_lr']:g} is above "
-                f"lr = {block['lr']:g}; the schedule decays from lr down to min_lr"
-            )
+def _check_training(config: Mapping[str, Any], source: str) -> None:
+    """Each training block as a run sees it (a dataset's keys over the top-level ones)."""
+    for dataset, block in config["datasets"].items():
+        for role in ("teacher", "student"):
+            training = plan.training_block(config, dataset, role)
+            if training["min_lr"] > training["lr"]:
+                own = block.get("training", {}).get(role, {})
+                where = (f"datasets.{dataset}.training.{role}"
+                         if {"lr", "min_lr"} & set(own) else f"training.{role}")
+                raise SdkdError(
+                    f"{source}: {where}.min_lr: {training['min_lr']:g} is above "
+                    f"lr = {training['lr']:g}; the schedule decays from lr down to min_lr"
+                )
 
 
 def _has_mode(low: float, high: float, rows: int, cols: int) -> bool:

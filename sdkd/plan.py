@@ -189,16 +189,25 @@ def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
 # rounding.)
 SPEED_ONLY_TRAINING_KEYS = ("in_memory", "num_workers", "log_every")
 
-# Keys of a dataset block that pick its runs (dataset_students/dataset_settings): they
-# change which jobs exist, not what the data or any one run is.
-GRID_KEYS = ("students", "settings")
+# Keys of a dataset block that are about its runs, not its data: which jobs exist
+# (dataset_students/dataset_settings) and how they train (training_block).
+RUN_KEYS = ("students", "settings", "training")
 
 
 def data_spec(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     """The config of ``dataset`` that decides its data: the dataset block without the
-    run subset (:data:`GRID_KEYS`); acquisition and preprocessing depend on this alone."""
+    keys about its runs (:data:`RUN_KEYS`); acquisition and preprocessing depend on this
+    alone."""
     block = config["datasets"][dataset]
-    return {key: value for key, value in block.items() if key not in GRID_KEYS}
+    return {key: value for key, value in block.items() if key not in RUN_KEYS}
+
+
+def training_block(config: Mapping[str, Any], dataset: str, role: str) -> dict[str, Any]:
+    """How ``role`` (``"teacher"`` or ``"student"``) trains on ``dataset``: the config's
+    ``training.<role>`` block with the keys the dataset's own ``training.<role>`` sets
+    in its place (one dataset may need more epochs or a smaller batch than another)."""
+    own = config["datasets"][dataset].get("training", {}).get(role, {})
+    return {**config["training"][role], **own}
 
 
 def run_spec(
@@ -212,12 +221,13 @@ def run_spec(
     """Everything the config decides about one training run, as plain JSON data.
 
     A teacher (``role="teacher"``) depends on its dataset's config (:func:`data_spec`),
-    the teacher model and its overrides, the teacher training block and the config's
-    ``seed``. A student (``role="student"``, with ``student``, ``bands`` and ``seed``)
-    depends on its dataset's config, the student model and overrides, the student
-    training block, its seed, the resolved band setting (method, cutoffs, weights and
-    every weight and switch it inherits from the ``distill`` block) and, unless it
-    learns from the ground truth alone, the teacher's spec. Keys that change only the
+    the teacher model and its overrides, its training block on that dataset
+    (:func:`training_block`) and the config's ``seed``. A student (``role="student"``,
+    with ``student``, ``bands`` and ``seed``) depends on its dataset's config, the
+    student model and overrides, its training block, its seed, the resolved band
+    setting (method, cutoffs, weights and every weight and switch it inherits from the
+    ``distill`` block) and, unless it learns from the ground truth alone, the teacher's
+    spec. Keys that change only the
     speed (:data:`SPEED_ONLY_TRAINING_KEYS`) are left out, and so is every name that
     does not change the result (the band setting's key, its seed list).
 
@@ -231,7 +241,7 @@ def run_spec(
             "data": data_spec(config, dataset),
             "model": config["models"]["teacher"],
             "overrides": dict(config["models"]["teacher_overrides"]),
-            "training": _training_spec(config["training"]["teacher"]),
+            "training": _training_spec(training_block(config, dataset, "teacher")),
             "seed": int(config["seed"]),
         }
     if role != "student" or student is None or bands is None or seed is None:
@@ -248,7 +258,7 @@ def run_spec(
         "data": data_spec(config, dataset),
         "model": student,
         "overrides": dict(config["models"]["student_overrides"]),
-        "training": _training_spec(config["training"]["student"]),
+        "training": _training_spec(training_block(config, dataset, "student")),
         "bands": _plain(setting),
         "seed": int(seed),
         "teacher": run_spec(config, dataset, "teacher") if teacher else None,
@@ -364,8 +374,8 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "GRID_KEYS", "MANIFEST", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS",
+    "FIGURE_KINDS", "MANIFEST", "RUN_KEYS", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS",
     "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
     "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
-    "identity_changes", "run_id", "run_identity", "run_spec", "split_name",
+    "identity_changes", "run_id", "run_identity", "run_spec", "split_name", "training_block",
 ]

@@ -152,6 +152,12 @@ VALUE_CASES = {
     "seed list beyond 2^32": (_set("distill", "seeds", [0, 2**64]), ["distill.seeds.1"]),
     "absurd epochs": (_set("training", "teacher", "epochs", 10**9),
                       ["training.teacher.epochs", "maximum"]),
+    "absurd epochs of one dataset": (
+        _set(*NS, "training", {"teacher": {"epochs": 10**9}}),
+        ["datasets.navier_stokes.training.teacher.epochs", "maximum"]),
+    "misspelt key of one dataset's training": (
+        _set(*NS, "training", {"student": {"epoch": 3}}),
+        ["datasets.navier_stokes.training.student", "'epoch' was unexpected"]),
     "absurd batch": (_set("evaluate", "batch_size", 10**9), ["evaluate.batch_size",
                                                             "maximum"]),
     "absurd teacher width": (_set("models", "teacher_overrides", {"hid_T": 10**7}),
@@ -210,6 +216,10 @@ def _download(**block):
 CROSS_CASES = {
     "min_lr above lr": (_set("training", "student", "min_lr", 0.1),
                         ["training.student.min_lr: 0.1 is above lr = 0.001"]),
+    "one dataset's lr below min_lr": (
+        _edits(_set("training", "student", "min_lr", 1e-4),
+               _set(*DR, "training", {"student": {"lr": 1e-5}})),
+        ["datasets.diffusion_reaction.training.student.min_lr: 0.0001 is above lr = 1e-05"]),
     "window longer than the records": (
         _edits(_set(*NS, "in_steps", 4), _set(*NS, "out_steps", 3)),
         ["datasets.navier_stokes.in_steps", "= 7 frames", "simulate.n_records = 6"]),

@@ -211,6 +211,15 @@ def test_validation_agrees_with_the_models():
     assert set(defs["student_overrides"]["properties"]) == students
 
 
+def test_a_dataset_may_set_every_training_key():
+    """A dataset's training block lists the top-level block's keys, each the same rule."""
+    defs = configuration.schema()["$defs"]
+    keys = defs["training_keys"]["properties"]
+    assert set(keys) == set(defs["training"]["properties"])
+    assert all(rule == {"$ref": f"#/$defs/training/properties/{key}"}
+               for key, rule in keys.items())
+
+
 @pytest.mark.parametrize("grid", [1, 2, 3, 4, 5, 8, 9, 16])
 @pytest.mark.parametrize("cutoffs", [(0.5,), (1,), (1.4, 1.5), (1.1, 1.2), (2, 2.5, 3), (2.83,),
                                      (2.8, 2.9), (5.5, 5.7, 8)])

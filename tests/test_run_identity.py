@@ -17,7 +17,14 @@ import yaml
 
 from sdkd.config import validate
 from sdkd.data.dataset import fingerprint
-from sdkd.plan import identity_changes, run_id, run_identity, run_spec
+from sdkd.plan import (
+    data_spec,
+    identity_changes,
+    run_id,
+    run_identity,
+    run_spec,
+    training_block,
+)
 from sdkd.train.checkpoint import weights_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +77,7 @@ TEACHER_FIELDS = {
     "teacher epochs": _set("training.teacher.epochs", 3),
     "teacher lr": _set("training.teacher.lr", 5e-4),
     "teacher precision": _set("training.teacher.amp", False),
+    "the dataset's teacher epochs": _set(f"{DATA}.training", {"teacher": {"epochs": 3}}),
     "seed": _set("seed", 1),
 }
 
@@ -78,6 +86,7 @@ STUDENT_FIELDS = {
     "student overrides": _set("models.student_overrides", {"width_mult": 0.5}),
     "student epochs": _set("training.student.epochs", 3),
     "student batch size": _set("training.student.batch_size", 2),
+    "the dataset's student lr": _set(f"{DATA}.training", {"student": {"lr": 5e-4}}),
     "band weights": _set("distill.settings.dual.weights", [1.0, 2.0]),
     "band cutoffs": _set("distill.settings.dual.cutoffs", [1.5]),
     "setting's lam": _set("distill.settings.dual.lam", 0.5),
@@ -97,6 +106,9 @@ FREE_FIELDS = {
     "the dataset's run subset": _set(f"{DATA}.settings", ["none", "dual"]),
     "the setting's seed list": _set("distill.settings.dual.seeds", [0, 1]),
     "the evaluation block": _set("evaluate.batch_size", 4),
+    "another dataset's training": _set("datasets.diffusion_reaction.training",
+                                       {"teacher": {"epochs": 3}, "student": {"lr": 0.1}}),
+    "the dataset's speed keys": _set(f"{DATA}.training", {"student": {"num_workers": 2}}),
 }
 
 
@@ -120,6 +132,19 @@ def test_speed_and_grid_keys_change_no_run(smoke, field):
     assert teacher_id(changed) == teacher_id(smoke)
     assert student_id(changed) == student_id(smoke)
     assert student_id(changed, "none") == student_id(smoke, "none")
+
+
+def test_a_dataset_training_key_replaces_the_top_level_one_alone(smoke):
+    """The dataset's keys win, the other keys stay the top-level ones, and restating a
+    top-level value changes no run; the data itself never depends on training."""
+    teacher_epochs = smoke["training"]["teacher"]["epochs"]
+    changed = edited(smoke, _set(f"{DATA}.training", {"teacher": {"epochs": teacher_epochs + 5}}))
+    block = training_block(changed, NS, "teacher")
+    assert block == {**smoke["training"]["teacher"], "epochs": teacher_epochs + 5}
+    assert training_block(changed, "diffusion_reaction", "teacher") == smoke["training"]["teacher"]
+    assert data_spec(changed, NS) == data_spec(smoke, NS)
+    same = edited(smoke, _set(f"{DATA}.training", {"teacher": {"epochs": teacher_epochs}}))
+    assert teacher_id(same) == teacher_id(smoke)
 
 
 def test_the_plain_student_does_not_depend_on_the_teacher(smoke):

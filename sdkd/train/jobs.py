@@ -46,7 +46,7 @@ from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
 from sdkd.models import build_from_spec, build_model, model_spec
 from sdkd.models.base import Forecast, ForecastModel
-from sdkd.plan import identity_changes, run_identity, run_spec
+from sdkd.plan import identity_changes, run_identity, run_spec, training_block
 from sdkd.train.checkpoint import load_checkpoint, weights_sha256
 from sdkd.train.engine import LossFn, TrainConfig, TrainResult, fit
 from sdkd.train.lease import gpu_lease
@@ -66,7 +66,8 @@ def load_splits(
     The file knows which dataset it holds: a teacher or student labelled with one
     dataset's name is never trained on another's file.
     """
-    in_memory, max_gib = config["training"][role]["in_memory"], config["limits"]["max_array_gib"]
+    in_memory = training_block(config, dataset, role)["in_memory"]
+    max_gib = config["limits"]["max_array_gib"]
     splits = tuple(ForecastWindows(path, split, in_memory=in_memory, max_gib=max_gib)
                    for split in ("train", "val"))
     with h5py.File(path, "r") as f:
@@ -167,7 +168,7 @@ def train_teacher(
 ) -> TrainResult:
     """Train ``config['models']['teacher']`` on ``dataset``; files as in the module docstring."""
     out_dir = Path(out_dir)
-    training = config["training"]["teacher"]
+    training = training_block(config, dataset, "teacher")
     train_set, val_set = load_splits(config, "teacher", dataset, data_path)
     meta = data_meta(dataset, train_set)
     identity = run_identity(run_spec(config, dataset, "teacher"), data=fingerprint(data_path))
@@ -224,7 +225,7 @@ def distill_student(
     mode. ``best.pt`` is chosen on the validation ground-truth MSE (``gt``).
     """
     out_dir = Path(out_dir)
-    training = config["training"]["student"]
+    training = training_block(config, dataset, "student")
     setting = band_setting(config["distill"], bands)
     train_set, val_set = load_splits(config, "student", dataset, data_path)
     meta = data_meta(dataset, train_set)
