@@ -274,6 +274,12 @@ def test_gpu_rules_are_the_profiles_gpu_rules():
     assert _rules_with(r"^\s+gpu=1,$") == GPU_RULES
 
 
+def test_the_jobs_that_head_the_dags_chains_go_first():
+    """Data and teachers are scheduled before students of datasets already further on
+    (acquire's two threads would otherwise wait behind one-thread jobs)."""
+    assert _rules_with(r"^\s+priority: 10$") == {"acquire", "preprocess", "train_teacher"}
+
+
 SHADOW_RULES = {"train_teacher", "distill", "evaluate_teacher", "evaluate_student"}
 
 

@@ -8,6 +8,8 @@ rule preprocess:
         "results/logs/preprocess/{dataset}.log",
     benchmark:
         "results/benchmarks/preprocess/{dataset}.tsv"
+    # Before the students of datasets whose data is ready, like acquire and the teachers.
+    priority: 10
     conda:
         "../envs/sdkd.yaml"
     threads: 1
