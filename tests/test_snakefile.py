@@ -277,7 +277,8 @@ def test_gpu_rules_are_the_profiles_gpu_rules():
 def test_the_jobs_that_head_the_dags_chains_go_first():
     """Data and teachers are scheduled before students of datasets already further on
     (acquire's two threads would otherwise wait behind one-thread jobs)."""
-    assert _rules_with(r"^\s+priority: 10$") == {"acquire", "preprocess", "train_teacher"}
+    assert _rules_with(r"^\s+priority: 50$") == {"acquire"}
+    assert _rules_with(r"^\s+priority: 10$") == {"preprocess", "train_teacher"}
 
 
 SHADOW_RULES = {"train_teacher", "distill", "evaluate_teacher", "evaluate_student"}
