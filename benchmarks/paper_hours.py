@@ -83,7 +83,7 @@ from sdkd.errors import SdkdError
 from sdkd.machine import cpu_model_name
 from sdkd.models import build_model, count_parameters
 from sdkd.models.base import ForecastModel
-from sdkd.plan import expected_runs
+from sdkd.plan import dataset_settings, expected_runs
 from sdkd.train.engine import LossFn, TrainConfig, Trainer
 from sdkd.train.jobs import mse_loss, student_loss, train_config
 
@@ -219,15 +219,20 @@ def grid_plan(config: Mapping[str, Any], grids: Mapping[str, DatasetGrid]) -> di
 def teacher_cache(config: Mapping[str, Any], grid: DatasetGrid) -> dict[str, Any]:
     """Does the teacher's forecast cache fit ``distill.teacher_cache_mb`` (sdkd.distill.cache)?
 
-    The cache holds, per window, the prediction (T_out, C, H, W) and the ``latent``
-    feature (D, h, w) (``feature_shape``) in float32. The train split is cached first; if
-    the train and val splits do not both fit, the teacher runs at every step instead.
+    The cache holds, per window, the prediction (T_out, C, H, W) and the teacher features
+    (D, h, w) each (``feature_shape``) that the distillation loss reads, in float32: at
+    most ``features`` of them over the dataset's band settings. The train split is
+    cached first; if the train and val splits do not both fit, the teacher runs at every
+    step instead.
     """
     with torch.device("meta"):  # only its shapes are needed
         teacher = build(config["models"]["teacher"], grid, config["models"]["teacher_overrides"])
     h, w = teacher.latent_grid(grid.height, grid.width)
+    features = max(len(band_setting(config["distill"], key)
+                       .loss(student_channels=1, teacher_channels=1).teacher_features)
+                   for key in dataset_settings(config, grid.name))
     per_window = (grid.out_steps * grid.channels * grid.height * grid.width
-                  + teacher.latent_channels * h * w) * 4 / 2**20
+                  + features * teacher.latent_channels * h * w) * 4 / 2**20
     limit = float(config["distill"]["teacher_cache_mb"])
     train_mb, val_mb = grid.windows["train"] * per_window, grid.windows["val"] * per_window
     fits = train_mb + val_mb <= limit
@@ -238,7 +243,7 @@ def teacher_cache(config: Mapping[str, Any], grid: DatasetGrid) -> dict[str, Any
     return {"mb_needed": train_mb + val_mb, "limit_mb": limit, "fits": fits,
             "teacher_windows_once_per_run": once,
             "teacher_at_every_step": not fits,
-            "feature_shape": [teacher.latent_channels, h, w]}
+            "features": features, "feature_shape": [teacher.latent_channels, h, w]}
 
 
 # -- counting: FLOPs and ops ------------------------------------------------------------------
@@ -308,13 +313,16 @@ def setup(config: Mapping[str, Any], dplan: Mapping[str, Any], grid: DatasetGrid
         objectives = [Objective("mse", dplan["teacher_runs"], model, mse_loss, y)]
     else:
         d, h, w = dplan["teacher_cache"]["feature_shape"]
-        cached = (y, torch.randn_like(y), torch.randn(batch, d, h, w, device=device))
         objectives = []
         for key, runs in dplan["students"][name]["runs_by_setting"].items():
             setting = band_setting(config["distill"], key)
             distilled = setting.setting != "none"
             kd = setting.loss(student_channels=model.latent_channels,
-                              teacher_channels=d if distilled else 1)
+                              teacher_channels=d if distilled else 1).to(device)
+            kd.set_teacher_statistics({n: (torch.zeros(d), torch.ones(d))
+                                       for n in kd.teacher_features})
+            cached = (y, torch.randn_like(y), tuple(torch.randn(batch, d, h, w, device=device)
+                                                    for _ in kd.teacher_features))
             objectives.append(Objective(key, runs, nn.ModuleDict({"student": model, "kd": kd}),
                                         student_loss(None), cached if distilled else y))
     return Setup(model, x, cfg, dplan["training"][role]["steps_per_epoch"], objectives)

@@ -6,8 +6,9 @@ torch. ``sdkd -n``-style planning of a paper-sized grid then costs milliseconds,
 seconds those imports take. The heavy modules build on it:
 
 - :func:`band_setting` resolves one ``distill.settings`` key (the method named by the
-  key or by ``setting:``, cutoffs, weights, and ``lam``/``latent_weight``/``output_weight``/
-  ``normalize_bands``/``seeds`` with the ``distill`` block's defaults);
+  key or by ``setting:``, cutoffs, weights, the teacher feature of each band, and
+  ``lam``/``latent_weight``/``output_weight``/``normalize_bands``/
+  ``standardize_latents``/``seeds`` with the ``distill`` block's defaults);
   :mod:`sdkd.distill.settings` adds the loss it trains with.
 - :func:`dataset_students` / :func:`dataset_settings` give the students and band
   settings a dataset runs (its ``students:``/``settings:`` subset, or all of them).
@@ -38,7 +39,18 @@ from sdkd.errors import SdkdError
 # The methods a band setting can name (README, "Models and distillation"); the same tuple as
 # sdkd.distill.losses.SETTINGS, kept here so that planning does not import torch
 # (tests/test_snakefile.py checks that the two agree).
-SETTINGS = ("none", "low", "high", "dual", "multi", "output", "fitnet")
+SETTINGS = (
+    "none", "low", "high", "dual", "multi", "sdkd_latent", "decoupled", "output", "fitnet",
+)
+
+# The methods that align frequency bands (the others are KD baselines or none), and
+# those of them without the forecast-level term.
+FREQUENCY_SETTINGS = ("low", "high", "dual", "multi", "sdkd_latent", "decoupled")
+LATENT_ONLY_SETTINGS = ("sdkd_latent", "decoupled")
+
+# The teacher features the bands of `decoupled` align to when its setting names none:
+# the low band to the attention path, the high band to the convolution path.
+DECOUPLED_FEATURES = ("attn_path", "conv_path")
 
 # The figure manifest written beside the PNGs (sdkd.report.figures).
 MANIFEST = "figures.json"
@@ -58,10 +70,12 @@ class BandSetting:
     setting: str
     cutoffs: tuple[float, ...] | None
     weights: tuple[float, ...] | None
+    features: tuple[str, ...] | None
     lam: float
     latent_weight: float
     output_weight: float
     normalize_bands: bool
+    standardize_latents: bool
     seeds: tuple[int, ...]
 
     def values(self) -> dict[str, Any]:
@@ -72,9 +86,8 @@ class BandSetting:
 def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
     """Resolve ``distill.settings[key]`` with the ``distill`` block's defaults.
 
-    The key is the method itself (``none``, ``low``, ``high``, ``dual``, ``multi``,
-    ``output``, ``fitnet``) or, with ``setting:``, a named variant of one (``dual_c8:
-    {setting: dual, cutoffs: [8]}``).
+    The key is the method itself (one of :data:`SETTINGS`) or, with ``setting:``, a
+    named variant of one (``dual_c8: {setting: dual, cutoffs: [8]}``).
 
     Raises:
         SdkdError: for an unknown key, or a key that names no method and gives no
@@ -92,16 +105,20 @@ def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
             f"distill.settings.{key}: {key!r} is not a method ({', '.join(SETTINGS)}); "
             "name the method with `setting:` to make it a variant"
         )
-    cutoffs, weights = entry.get("cutoffs"), entry.get("weights")
+    cutoffs, weights, features = (entry.get(k) for k in ("cutoffs", "weights", "features"))
+    if setting == "decoupled" and features is None:
+        features = DECOUPLED_FEATURES
     return BandSetting(
         key=key,
         setting=setting,
         cutoffs=tuple(cutoffs) if cutoffs is not None else None,
         weights=tuple(weights) if weights is not None else None,
+        features=tuple(features) if features is not None else None,
         lam=entry.get("lam", distill["lam"]),
         latent_weight=entry.get("latent_weight", distill["latent_weight"]),
         output_weight=entry.get("output_weight", distill["output_weight"]),
         normalize_bands=entry.get("normalize_bands", distill["normalize_bands"]),
+        standardize_latents=entry.get("standardize_latents", distill["standardize_latents"]),
         seeds=tuple(entry.get("seeds", distill["seeds"])),
     )
 
@@ -374,7 +391,9 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "MANIFEST", "RUN_KEYS", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS",
+    "DECOUPLED_FEATURES", "FIGURE_KINDS", "FREQUENCY_SETTINGS", "LATENT_ONLY_SETTINGS",
+    "MANIFEST", "RUN_KEYS", "SETTINGS",
+    "SPEED_ONLY_TRAINING_KEYS",
     "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
     "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
     "identity_changes", "run_id", "run_identity", "run_spec", "split_name", "training_block",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
+from scipy.stats import ttest_rel
 
 from sdkd.errors import SdkdError
 from sdkd.plan import expected_runs
@@ -194,6 +196,18 @@ def test_change_and_gap_on_hand_made_numbers(config, tmp_path):
     assert fitnet["mse_change_pct"] == pytest.approx(100 * 2 / 6)
     assert fitnet["gap_closed"] == pytest.approx(-0.4)     # worse than the plain student
     assert block["settings"]["output"]["gap_closed"] == pytest.approx(0.5)
+    # Paired by seed: dual/none log ratios ln(2/5), ln(4/7); their mean is the change.
+    ratios = [math.log(2 / 5), math.log(4 / 7)]
+    interval = ttest_rel(*map(np.log, ([2.0, 4.0], [5.0, 7.0]))).confidence_interval()
+    assert best["n_pairs"] == 2
+    assert best["mse_paired_change_pct"] == pytest.approx(100 * math.expm1(np.mean(ratios)))
+    assert best["mse_paired_low_pct"] == pytest.approx(100 * math.expm1(interval.low))
+    assert best["mse_paired_high_pct"] == pytest.approx(100 * math.expm1(interval.high))
+    assert fitnet["n_pairs"] == 1 and "mse_paired_low_pct" not in fitnet  # one seed
+    assert fitnet["mse_paired_change_pct"] == pytest.approx(100 * (8 / 5 - 1))
+    # dual vs output is one of the study's questions; output ran seed 0 alone.
+    assert block["comparisons"] == [{"treated": "dual", "baseline": "output", "n_pairs": 1,
+                                     "change_pct": pytest.approx(100 * (2 / 3.5 - 1))}]
 
 
 def test_summary_numbers_equal_the_csv(config, tmp_path):

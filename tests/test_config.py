@@ -87,7 +87,7 @@ def _delete(path):
             "datasets.navier_stokes.download: block given but source is 'simulate'",
         ),
         (_set(("datasets",), {}), "should be non-empty"),
-        (_set(("models", "students"), ["unet-m", "unet-xl"]),
+        (_set(("models", "students"), ["unet-s", "unet-m", "unet-xl"]),
          "models.students: unknown size 'xl'"),
         (_set(("models", "teacher"), "teacher-huge"), "models.teacher: unknown size 'huge'"),
         (_set(("distill", "settings", "dual", "weights"), [1.0]), "distill.settings.dual:"),
@@ -153,6 +153,7 @@ def test_a_dataset_runs_a_subset():
     def subset(config):
         config["datasets"]["diffusion_reaction"].update(students=["unet-m"],
                                                         settings=["dual", "none"])
+        config["datasets"]["navier_stokes"].pop("students")
 
     config = configuration.validate(mutated(subset))
     # the config's order, not the subset's: a setting sits at one place in every table
@@ -209,6 +210,15 @@ def test_validation_agrees_with_the_models():
     students = set().union(*(f.overrides for name, f in families.items() if name != "teacher"))
     assert set(defs["teacher_overrides"]["properties"]) == set(families["teacher"].overrides)
     assert set(defs["student_overrides"]["properties"]) == students
+    # The teacher features a band may align to are the teacher's (B, D_t, h, w) features.
+    import torch
+
+    from sdkd.models import build_model
+
+    teacher = build_model("teacher-tiny", in_steps=2, out_steps=2, channels=1)
+    features = teacher(torch.zeros(1, 2, 1, 16, 16)).features
+    names = defs["band_setting"]["properties"]["features"]["items"]["enum"]
+    assert {k for k, f in features.items() if f.shape[1] == teacher.latent_channels} == set(names)
 
 
 def test_a_dataset_may_set_every_training_key():

@@ -11,6 +11,7 @@ import torch
 from helpers import experiment, file_dataset, write_config
 
 from sdkd.config import validate
+from sdkd.data.dataset import ForecastWindows
 from sdkd.data.preprocess import preprocess
 from sdkd.distill.losses import SETTINGS
 from sdkd.train.checkpoint import load_checkpoint, sub_state_dict
@@ -22,6 +23,8 @@ ALL_SETTINGS = {
     "high": {"cutoffs": [1.5], "weights": [1.0]},
     "dual": {"cutoffs": [1.5], "weights": [1.0, 0.5]},
     "multi": {"cutoffs": [1.0, 2.0], "weights": [1.0, 1.0, 1.0]},
+    "sdkd_latent": {"cutoffs": [1.0, 2.0], "weights": [1.0, 1.0, 1.0]},
+    "decoupled": {"cutoffs": [1.5], "weights": [1.0, 1.0]},
     "output": {},
     "fitnet": {},
 }
@@ -77,14 +80,15 @@ def test_every_band_setting_trains(teacher_run, tmp_path, bands):
     assert student_state  # the student's weights are extractable
     header = (out / "history.csv").read_text().splitlines()[0]
     assert "val_gt" in header
-    if bands in ("dual", "multi", "low", "high"):
+    if bands in ("dual", "multi", "low", "high", "sdkd_latent", "decoupled"):
         assert "train_kd_latent_b0" in header
+    assert ("train_kd_out_b0" in header) == (bands in ("dual", "multi", "low", "high"))
     after = load_checkpoint(teacher_dir / "best.pt")["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)  # teacher untouched
     assert bands in SETTINGS
 
 
-@pytest.mark.parametrize("bands", ["dual", "output"])
+@pytest.mark.parametrize("bands", ["dual", "decoupled", "output"])
 def test_cached_teacher_forecasts_train_like_the_live_teacher(teacher_run, tmp_path, bands,
                                                               caplog):
     """The teacher's forecasts computed once give the run a teacher at every step gives."""
@@ -102,6 +106,54 @@ def test_cached_teacher_forecasts_train_like_the_live_teacher(teacher_run, tmp_p
     cached, live = histories[4096], histories[0]
     for name in ("train_total", "val_gt", "val_kd"):
         np.testing.assert_allclose(cached[name], live[name], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("bands", ["decoupled", "fitnet"])
+def test_teacher_features_are_standardised_with_train_statistics(teacher_run, tmp_path, bands):
+    """The run's standardisation is the per-channel mean and std of each teacher feature
+    it aligns to, over the train windows and the latent grid (computed here with numpy)."""
+    config, data, teacher_dir, _ = teacher_run
+    distill_student(config, "toy", data, teacher_dir / "best.pt", "unet-s", bands, 0,
+                    tmp_path / bands, device="cpu")
+    state = load_checkpoint(tmp_path / bands / "best.pt")["model"]
+    teacher = load_teacher(teacher_dir / "best.pt", {"dataset": "toy"})
+    train = ForecastWindows(data, "train")
+    inputs = torch.stack([train[i][0] for i in range(len(train))])
+    with torch.no_grad():
+        features = teacher(inputs).features
+    names = ["attn_path", "conv_path"] if bands == "decoupled" else ["latent"]
+    assert {k.split(".")[2] for k in state if ".standardizers." in k} == set(names)
+    for name in names:
+        values = features[name].double().numpy()
+        np.testing.assert_allclose(state[f"kd.standardizers.{name}.mean"],
+                                   values.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state[f"kd.standardizers.{name}.std"],
+                                   values.std(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_seed_s_of_every_setting_starts_from_the_same_student(teacher_run, tmp_path,
+                                                              monkeypatch):
+    """Paired seeds: the student's initial weights depend on the seed alone, not on the
+    setting (whose loss module is built after it); batch order is (seed, epoch)'s
+    (sdkd.train.engine.epoch_seed), so the pairs of the report's intervals hold."""
+    from sdkd.train import jobs
+
+    config, data, teacher_dir, _ = teacher_run
+    initial = {}
+
+    def capture(modules, *args, **kwargs):
+        initial[modules["kd"].setting] = {
+            k: v.clone() for k, v in modules["student"].state_dict().items()}
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(jobs, "fit", capture)
+    for bands in ("none", "decoupled", "dual"):
+        with pytest.raises(RuntimeError, match="captured"):
+            distill_student(config, "toy", data, teacher_dir / "best.pt", "unet-s", bands, 3,
+                            tmp_path / bands, device="cpu")
+    reference = initial["none"]
+    for bands in ("decoupled", "dual"):
+        assert all(torch.equal(reference[k], initial[bands][k]) for k in reference)
 
 
 def test_none_needs_no_teacher(teacher_run, tmp_path):

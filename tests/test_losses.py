@@ -20,6 +20,8 @@ KWARGS = {
     "high": {"cutoffs": [3]},
     "dual": {"cutoffs": [3], "band_weights": [1.0, 2.0]},
     "multi": {"cutoffs": [2, 4], "band_weights": [1.0, 0.5, 2.0]},
+    "sdkd_latent": {"cutoffs": [2, 4], "band_weights": [1.0, 0.5, 2.0]},
+    "decoupled": {"cutoffs": [3], "band_weights": [1.0, 2.0]},
     "output": {},
     "fitnet": {},
 }
@@ -39,11 +41,18 @@ def _loss(setting, d_s=D, d_t=D, identity=True, **extra):
     loss = DistillLoss(
         setting, student_channels=d_s, teacher_channels=d_t, **{**KWARGS[setting], **extra}
     ).double()
-    if identity and loss.projection is not None:
+    if identity:
         with torch.no_grad():
-            loss.projection.weight.copy_(torch.eye(d_t, d_s)[:, :, None, None])
-            loss.projection.bias.zero_()
+            for projection in loss.projections.values():
+                projection.weight.copy_(torch.eye(d_t, d_s)[:, :, None, None])
+                projection.bias.zero_()
     return loss
+
+
+def _features(seed, d=D, grid=8, grad=False):
+    """A latent and the teacher's two evolution paths, (B, d, grid, grid) each."""
+    return {name: _tensor((B, d, grid, grid), seed + i, grad)
+            for i, name in enumerate(("latent", "attn_path", "conv_path"))}
 
 
 def _mode(h, w, ky, kx):
@@ -58,23 +67,22 @@ def _kd(loss, student, teacher, target):
 
 
 def test_settings_listed():
-    assert SETTINGS == ("none", "low", "high", "dual", "multi", "output", "fitnet")
+    assert SETTINGS == ("none", "low", "high", "dual", "multi", "sdkd_latent", "decoupled",
+                        "output", "fitnet")
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_kd_zero_at_agreement_positive_otherwise(setting):
     loss = _loss(setting)
-    pred, latent, target = (
-        _tensor((B, T, C, H, W), 0),
-        _tensor((B, D, 8, 8), 1),
-        _tensor((B, T, C, H, W), 2),
-    )
+    pred, target = _tensor((B, T, C, H, W), 0), _tensor((B, T, C, H, W), 2)
+    latent = _tensor((B, D, 8, 8), 10)
     same = Forecast(pred, {"latent": latent})
-    total, terms = loss(same, Forecast(pred.clone(), {"latent": latent.clone()}), target)
+    teacher = {name: latent.clone() for name in ("latent", "attn_path", "conv_path")}
+    total, terms = loss(same, Forecast(pred.clone(), teacher), target)
     assert terms["kd"] == 0
     torch.testing.assert_close(total, F.mse_loss(pred, target))
     torch.testing.assert_close(terms["gt"], F.mse_loss(pred, target))
-    other = Forecast(_tensor((B, T, C, H, W), 3), {"latent": _tensor((B, D, 8, 8), 4)})
+    other = Forecast(_tensor((B, T, C, H, W), 3), _features(20))
     kd = _kd(loss, same, other, target)
     if setting == "none":
         assert kd == 0
@@ -88,14 +96,14 @@ def test_kd_zero_at_agreement_positive_otherwise(setting):
 def test_gradients_reach_student_and_projection_not_teacher(setting):
     loss = _loss(setting, d_s=3, d_t=5, identity=False, lam=0.5)
     s_pred, s_lat = _tensor((B, T, C, H, W), 0, True), _tensor((B, 3, 8, 8), 1, True)
-    t_pred, t_lat = _tensor((B, T, C, H, W), 2, True), _tensor((B, 5, 8, 8), 3, True)
+    t_pred, t_features = _tensor((B, T, C, H, W), 2, True), _features(3, d=5, grad=True)
     target = _tensor((B, T, C, H, W), 4)
     total, terms = loss(
-        Forecast(s_pred, {"latent": s_lat}), Forecast(t_pred, {"latent": t_lat}), target
+        Forecast(s_pred, {"latent": s_lat}), Forecast(t_pred, t_features), target
     )
     assert all(not v.requires_grad for v in terms.values())
     total.backward()
-    assert t_pred.grad is None and t_lat.grad is None
+    assert t_pred.grad is None and all(t.grad is None for t in t_features.values())
     assert s_pred.grad is not None and s_pred.grad.abs().sum() > 0
     params = list(loss.parameters())
     if setting in ("none", "output"):
@@ -103,8 +111,85 @@ def test_gradients_reach_student_and_projection_not_teacher(setting):
         assert s_lat.grad is None  # the latent is not read
     else:
         assert s_lat.grad is not None and s_lat.grad.abs().sum() > 0
-        assert len(params) == 2
+        assert len(params) == 2 * len(loss.projections) > 0
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+def test_decoupled_aligns_low_band_to_attention_and_high_band_to_convolution():
+    """KD is zero iff the student's low band is the attention path's and its high band
+    the convolution path's; the other bands of each path do not count."""
+    loss = _loss("decoupled", band_weights=[1.0, 1.0])
+    bands = loss.bands
+    pred = _tensor((B, T, C, H, W), 0)
+    attn, conv = _tensor((B, D, 8, 8), 1), _tensor((B, D, 8, 8), 2)
+    low, high = bands.split(attn)[0], bands.split(conv)[1]
+    teacher = Forecast(pred, {"latent": _tensor((B, D, 8, 8), 3), "attn_path": attn,
+                              "conv_path": conv})
+    student = Forecast(pred, {"latent": low + high})
+    assert _kd(loss, student, teacher, pred) < 1e-24
+    # The attention path's high band and the convolution path's low band are not read.
+    other = {**teacher.features, "attn_path": attn + bands.split(conv)[1],
+             "conv_path": conv + bands.split(attn)[0]}
+    assert _kd(loss, student, Forecast(pred, other), pred) < 1e-24
+    # The fused latent is not read either; a change of an aligned band is.
+    assert _kd(loss, student, Forecast(pred, {**teacher.features, "latent": attn}), pred) < 1e-24
+    moved = {**teacher.features, "attn_path": attn + 0.5 * bands.split(conv)[0]}
+    assert _kd(loss, student, Forecast(pred, moved), pred) > 1e-3
+    assert loss.teacher_features == ("attn_path", "conv_path")
+    assert set(loss.projections) == {"attn_path", "conv_path"}
+
+
+def _statistics(features):
+    """Per-channel mean and std over batch and grid of each feature, as the job takes them."""
+    return {name: (f.mean((0, 2, 3)), f.std((0, 2, 3), correction=0))
+            for name, f in features.items()}
+
+
+@pytest.mark.parametrize("setting", ["sdkd_latent", "decoupled", "dual", "fitnet"])
+def test_standardised_latents_ignore_an_affine_change_of_the_teacher(setting):
+    """Scaling and shifting each teacher channel (scale > 0), with the statistics taken
+    again, changes neither the loss nor the student's gradient."""
+    loss = _loss(setting, standardize_latents=True)
+    pred, target = _tensor((B, T, C, H, W), 0), _tensor((B, T, C, H, W), 1)
+    teacher = _features(2)
+    scale = torch.tensor([0.01, 3.0, 250.0, 1.0], dtype=torch.float64).view(1, D, 1, 1)
+    shift = torch.tensor([5.0, -40.0, 0.0, 1e3], dtype=torch.float64).view(1, D, 1, 1)
+    changed = {name: scale * f + shift for name, f in teacher.items()}
+    results = []
+    for features in (teacher, changed):
+        loss.set_teacher_statistics(_statistics(features))
+        latent = _tensor((B, D, 8, 8), 9, grad=True)
+        _, terms = loss(Forecast(pred, {"latent": latent}), Forecast(pred, features), target)
+        total, _ = loss(Forecast(pred, {"latent": latent}), Forecast(pred, features), target)
+        total.backward()
+        results.append((terms["kd"], latent.grad))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+
+
+def test_standardised_latents_are_zero_mean_unit_variance_targets():
+    """KD is zero when the projected student latent is the standardised teacher latent,
+    and the loss refuses to run before it knows the statistics."""
+    loss = _loss("sdkd_latent", standardize_latents=True)
+    pred = _tensor((B, T, C, H, W), 0)
+    teacher = _features(2)
+    with pytest.raises(SdkdError, match="standardize_latents needs its training statistics"):
+        loss(Forecast(pred, {"latent": teacher["latent"]}), Forecast(pred, teacher), pred)
+    loss.set_teacher_statistics(_statistics(teacher))
+    mean, std = _statistics(teacher)["latent"]
+    standard = (teacher["latent"] - mean.view(1, D, 1, 1)) / std.view(1, D, 1, 1)
+    assert _kd(loss, Forecast(pred, {"latent": standard}), Forecast(pred, teacher), pred) < 1e-24
+    assert _kd(loss, Forecast(pred, {"latent": teacher["latent"]}), Forecast(pred, teacher),
+               pred) > 1e-3
+    # A loss loaded from a checkpoint (a resumed run) has its statistics too.
+    resumed = _loss("sdkd_latent", standardize_latents=True)
+    resumed.load_state_dict(loss.state_dict())
+    assert _kd(resumed, Forecast(pred, {"latent": standard}), Forecast(pred, teacher),
+               pred) < 1e-24
+    with pytest.raises(SdkdError, match="expected 4 channels"):
+        loss.set_teacher_statistics({"latent": (mean[:2], std[:2])})
+    with pytest.raises(SdkdError, match="feature 'latent' is missing"):
+        loss.set_teacher_statistics({})
 
 
 def test_none_is_plain_mse_without_teacher():
@@ -221,7 +306,7 @@ def test_band_selectivity():
 def test_cutoff_must_fit_latent_grid():
     loss = _loss("dual", cutoffs=[8])  # fits 16×16 frames, not an 8×8 latent
     s = Forecast(_tensor((B, T, C, H, W), 0), {"latent": _tensor((B, D, 8, 8), 1)})
-    with pytest.raises(SdkdError, match=r"cutoffs: .*8×8 grid.*teacher latent"):
+    with pytest.raises(SdkdError, match=r"cutoffs: .*8×8 grid.*teacher feature"):
         loss(s, s, _tensor((B, T, C, H, W), 2))
 
 
@@ -241,6 +326,13 @@ def test_cutoff_must_fit_latent_grid():
         ("fitnet", {"lam": -1.0}, "lam: expected"),
         ("dual", {"cutoffs": [3], "output_weight": float("nan")}, "output_weight: expected"),
         ("fitnet", {"student_channels": 0}, "student_channels: expected a positive"),
+        ("fitnet", {"band_features": ["latent"]}, "features: setting 'fitnet' has no bands"),
+        ("decoupled", {"cutoffs": [3], "band_features": ["latent"]},
+         "features: setting 'decoupled' has 2 bands, expected one teacher feature per band"),
+        ("decoupled", {"cutoffs": [3, 4]}, "cutoffs: setting 'decoupled' splits into two"),
+        ("sdkd_latent", {}, "cutoffs: setting 'sdkd_latent' needs one or more"),
+        ("sdkd_latent", {"cutoffs": [2, 4], "band_weights": [1, 1]},
+         "band_weights: .* expects 3"),
     ],
 )
 def test_bad_settings(setting, kwargs, match):

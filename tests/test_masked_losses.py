@@ -57,7 +57,9 @@ def _inputs():
     # An 8 × 8 latent (not H/4 × W/4): the cutoffs of KWARGS leave none of its bands empty.
     s = Forecast(_tensor((B, T, C, H, W), 0).requires_grad_(),
                  {"latent": _tensor((B, D, 8, 8), 1).requires_grad_()})
-    t = Forecast(_tensor((B, T, C, H, W), 2), {"latent": _tensor((B, D, 8, 8), 3)})
+    t = Forecast(_tensor((B, T, C, H, W), 2),
+                 {name: _tensor((B, D, 8, 8), 3 + i)
+                  for i, name in enumerate(("latent", "attn_path", "conv_path"))})
     return s, t, _tensor((B, T, C, H, W), 4)
 
 

@@ -80,14 +80,15 @@ def test_paper_grid(paper_hours):
     grids = {name: paper_hours.dataset_grid(name, ds, ROOT / "results" / "data")
              for name, ds in config["datasets"].items()}
     plan = paper_hours.grid_plan(config, grids)
-    assert plan["runs_total"] == len(expected_runs(config)) == 1 + 9 * 7 * 3
+    assert plan["runs_total"] == len(expected_runs(config)) == 1 + 9 * 9 * 3
     ns = plan["datasets"]["navier_stokes"]
     assert ns["windows"] == {"train": 1000, "val": 100, "test": 100}
     assert ns["training"]["teacher"]["steps_per_epoch"] == 63  # ceil(1000 / 16)
-    assert all(s["runs"] == 21 and s["distilled_runs"] == 18 for s in ns["students"].values())
+    assert all(s["runs"] == 27 and s["distilled_runs"] == 24 for s in ns["students"].values())
     assert all(n == 3 for s in ns["students"].values() for n in s["runs_by_setting"].values())
     # teacher-paper's latent: 512 channels on a 16 × 16 grid (64 × 64 input, factor 4).
     assert ns["teacher_cache"]["feature_shape"] == [512, 16, 16]
+    assert ns["teacher_cache"]["features"] == 2  # decoupled reads both evolution paths
 
 
 def test_estimate_only_and_bad_model(paper_hours, capsys):

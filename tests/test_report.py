@@ -41,6 +41,7 @@ from sdkd.report.figures import MANIFEST, make_figures
 from sdkd.report.fmt import fmt_metric, fmt_pct
 from sdkd.report.html import render_report
 from sdkd.report.provenance import git_commit, package_versions
+from sdkd.report.stats import paired_change
 
 NS, DR = "navier_stokes", "diffusion_reaction"
 STUDENT = "unet-s"
@@ -209,8 +210,14 @@ def test_headline_numbers_equal_the_metrics_table(built):
         assert row["MAE vs plain"].startswith(fmt_pct(mae_change))
         gap = (plain["mse"] - stats["mse"]) / (plain["mse"] - teacher["mse"])
         assert row["gap closed"] == f"{100 * gap:.0f} %"
-        assert tone == "good"
         assert f"{best} lowers the test MSE by {-change:.1f} % vs the plain {STUDENT}" in verdict
+        pairs = [students[students["bands"] == key].set_index("seed")["mse"]
+                 for key in (best, "none")]
+        change = paired_change(*(p[pairs[0].index.intersection(p.index)] for p in pairs))
+        assert tone == ("good" if change.significant else "neutral")
+        if change.has_interval:
+            assert (f"95 % CI {fmt_pct(change.low_pct)} to {fmt_pct(change.high_pct)}"
+                    in verdict)
         lead = 100 * (stats["mse"] - teacher["mse"]) / stats["mse"]
         assert f"the teacher's MSE is still {lead:.1f} % lower" in verdict
         assert "Cost:" in verdict and "Where in the spectrum" in verdict
@@ -314,21 +321,47 @@ def test_runs_that_do_not_belong_together_are_warned_about(built, tmp_path):
     assert all(r["status"] == "ok" for r in rows if r["bands"] == "none")
 
 
-def test_an_honest_negative_verdict(built, tmp_path):
-    """When every distilled setting is worse than the plain student, the verdict says so."""
-    eval_root = tmp_path / "eval"
-    shutil.copytree(built.results / "eval", eval_root)
-    for path in (eval_root / NS / STUDENT).glob("*/seed-*.json"):
-        if path.parent.name == "none" or path.parent.name == "output":
-            continue
+@pytest.mark.parametrize(("dual", "tone", "words"), [
+    ((0.50, 0.51), "good", "dual lowers the test MSE by"),
+    ((0.40, 1.30), "neutral", "so no significant difference"),
+    ((2.00, 2.10), "bad", "distillation does not help: the best setting, dual, raises"),
+])
+def test_the_verdict_follows_the_interval(built, tmp_path, dual, tone, words):
+    """A planted change of dual against the plain student (the best setting: every
+    other is 3 × worse than the plain student) that holds for both seeds is a finding,
+    a gain or an honest loss; one whose seeds disagree is no significant difference."""
+    make_fake_results(tmp_path / "all", built.config)  # every run, dual's two seeds too
+    eval_root = tmp_path / "all" / "eval"
+    root = eval_root / NS / STUDENT
+    for path in root.glob("*/seed-*.json"):
         doc = json.loads(path.read_text())
-        doc["metrics"]["mse"] *= 4
+        seed = int(path.stem.removeprefix("seed-"))
+        plain = 0.06 * (1 + 0.01 * seed)
+        setting = path.parent.name
+        doc["metrics"]["mse"] = plain * (dual[seed] if setting == "dual" else
+                                         1.0 if setting == "none" else 3.0)
         path.write_text(json.dumps(doc))
     page = rerender(built, eval_root, tmp_path)
-    (tone, text), = [v for v in page.verdicts[NS] if v[1].startswith(STUDENT)]
-    assert tone == "bad"
-    assert "distillation does not help" in text and "raises the test MSE by" in text
+    (got, text), = [v for v in page.verdicts[NS] if v[1].startswith(STUDENT)]
+    change = paired_change([0.06 * d * (1 + 0.01 * s) for s, d in enumerate(dual)],
+                           [0.06 * (1 + 0.01 * s) for s in range(2)])
+    assert got == tone and words in text
+    assert f"95 % CI {fmt_pct(change.low_pct)} to {fmt_pct(change.high_pct)}" in text
     assert "No data file was given" in page.text_of("setup")
+
+
+def test_a_teacher_no_better_than_the_student_is_flagged(built, tmp_path):
+    eval_root = tmp_path / "eval"
+    shutil.copytree(built.results / "eval", eval_root)
+    path = next((eval_root / NS / "teacher").glob("*.json"))
+    doc = json.loads(path.read_text())
+    doc["metrics"]["mse"] = 10.0
+    path.write_text(json.dumps(doc))
+    page = rerender(built, eval_root, tmp_path)
+    (tone, text), = [v for v in page.verdicts[NS] if v[1].startswith(STUDENT)]
+    assert tone == "neutral"
+    assert "the teacher is no better than the plain student" in text
+    assert "distillation cannot help here" in text
 
 
 @pytest.fixture(scope="module")

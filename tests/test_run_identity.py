@@ -94,6 +94,9 @@ STUDENT_FIELDS = {
     "inherited latent weight": _set("distill.latent_weight", 0.5),
     "inherited output weight": _set("distill.output_weight", 0.5),
     "band normalisation": _set("distill.normalize_bands", True),
+    "latent standardisation": _set("distill.standardize_latents", False),
+    "teacher feature of each band": _set("distill.settings.dual.features",
+                                         ["attn_path", "conv_path"]),
     "method of the key": _set("distill.settings.dual.setting", "multi"),
 }
 

@@ -319,8 +319,13 @@ def test_plan_agrees_with_the_losses():
     from sdkd.distill import losses, settings
 
     assert plan.SETTINGS == losses.SETTINGS
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["$defs"]["band_setting"]["properties"]["setting"]["enum"] == list(plan.SETTINGS)
+    from sdkd.report.setup import METHOD_ORIGIN
+
+    assert set(METHOD_ORIGIN) == set(plan.SETTINGS)
     distill = {"lam": 0.5, "latent_weight": 1.0, "output_weight": 2.0, "normalize_bands": False,
-               "seeds": [3],
+               "standardize_latents": True, "seeds": [3],
                "settings": {"dual_c8": {"setting": "dual", "cutoffs": [8], "seeds": [1, 2]}}}
     resolved = settings.band_setting(distill, "dual_c8")
     assert isinstance(resolved, plan.BandSetting)

@@ -1,10 +1,11 @@
 """Band settings from config: the ``{bands}`` wildcard → the loss that trains a student.
 
 A key of ``distill.settings`` names one student run per student and seed. The key is
-the method itself (``none``, ``low``, ``high``, ``dual``, ``multi``, ``output``,
-``fitnet``) or, with ``setting:``, a named variant of one (``dual_c8: {setting: dual,
-cutoffs: [8]}``) for ablations. ``lam``, ``latent_weight``, ``output_weight``,
-``normalize_bands`` and ``seeds`` default to the ``distill`` block's values.
+the method itself (``none``, ``low``, ``high``, ``dual``, ``multi``, ``sdkd_latent``,
+``decoupled``, ``output``, ``fitnet``) or, with ``setting:``, a named variant of one
+(``dual_c8: {setting: dual, cutoffs: [8]}``) for ablations. ``lam``, ``latent_weight``,
+``output_weight``, ``normalize_bands``, ``standardize_latents`` and ``seeds`` default to
+the ``distill`` block's values.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class BandSetting(plan.BandSetting):
                 teacher_channels=teacher_channels,
                 cutoffs=self.cutoffs,
                 band_weights=self.weights,
+                band_features=self.features,
                 lam=self.lam,
                 latent_weight=self.latent_weight,
                 output_weight=self.output_weight,
                 normalize_bands=self.normalize_bands,
+                standardize_latents=self.standardize_latents,
             )
         except SdkdError as exc:
             raise SdkdError(f"distill.settings.{self.key}: {exc}") from None

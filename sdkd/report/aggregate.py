@@ -61,7 +61,8 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
             "<student>": {
               "none":     {<stats>},
               "best":     {"bands": "<key>", <stats>, <gain>},
-              "settings": {"<key>": {<stats>, <gain>}, ...}
+              "settings": {"<key>": {<stats>, <gain>}, ...},
+              "comparisons": [{<comparison>}, ...]
             }
           }
         }
@@ -91,7 +92,17 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
   (positive = better); ``gap_closed`` = (none − distilled) / (none − teacher) on the
   mean MSEs: the fraction of the plain-student-to-teacher gap the distillation closes
   (0 = no gain, 1 = as good as the teacher, > 1 better than it, < 0 worse than the
-  plain student); needs the teacher, and is left out if none == teacher.
+  plain student); needs the teacher, and is left out if none == teacher. With seeds
+  that both ran (pairs, :mod:`sdkd.report.stats`): ``n_pairs`` and
+  ``mse_paired_change_pct``, the geometric mean over pairs of the % change of test
+  MSE, and, with two pairs or more, ``mse_paired_low_pct``/``mse_paired_high_pct``,
+  the ends of its 95 % confidence interval (paired t-interval on log ratios).
+- ``comparisons``: the study's questions (:data:`QUESTIONS`) that the student's
+  settings can answer, each ``{"treated", "baseline"}`` (band keys) with
+  ``n_pairs``, ``change_pct`` and, with two pairs or more, ``low_pct``/``high_pct``:
+  the paired % change of test MSE of ``treated`` against ``baseline``.
+
+Schema version 3 added the paired figures and ``comparisons``.
 """
 
 from __future__ import annotations
@@ -121,9 +132,17 @@ from sdkd.jsonfile import read_json, shown, write_json
 from sdkd.plan import dataset_settings, expected_runs
 from sdkd.report.csvfile import first_marked_line, numbers, read_csv
 from sdkd.report.results import CHANNEL_METRICS, Results, channel_column, column_channel
+from sdkd.report.stats import paired_change
 
-SCHEMA_VERSION = 2
-"""Version of summary.json; 2 added ``consistency``."""
+SCHEMA_VERSION = 3
+"""Version of summary.json; 2 added ``consistency``, 3 the paired figures and
+``comparisons``."""
+
+QUESTIONS = (("sdkd_latent", "none"), ("dual", "output"), ("decoupled", "sdkd_latent"))
+"""What the study asks of each student, as (treated, baseline) methods: does the
+paper's method as stated beat the plain student, does our forecast-band extension beat
+response distillation, does aligning each band to its own teacher path beat aligning
+both to the fused latent? A pair is answered by the first key of each method."""
 
 ID_COLUMNS = ("dataset", "role", "model", "family", "size", "bands", "setting", "seed")
 COLUMNS = (*ID_COLUMNS, "run_id", "status", "note", *METRICS, *EFFICIENCY, *DEVICES,
@@ -237,6 +256,38 @@ def gain(distilled: Mapping[str, float], none: Mapping[str, float] | None,
     return out
 
 
+def paired(treated: pd.DataFrame, baseline: pd.DataFrame, prefix: str = "") -> dict[str, Any]:
+    """The paired % change of test MSE of the runs ``treated`` against ``baseline``
+    (rows of one student, matched by seed): ``{prefix}change_pct``, and with two pairs
+    or more ``{prefix}low_pct``/``{prefix}high_pct``; ``n_pairs``. Empty without a pair."""
+    a, b = (runs.drop_duplicates("seed").set_index("seed")["mse"]
+            for runs in (treated, baseline))
+    seeds = a.index.intersection(b.index)
+    if not len(seeds) or not ((a[seeds] > 0).all() and (b[seeds] > 0).all()):
+        return {}
+    change = paired_change(a[seeds].to_numpy(), b[seeds].to_numpy())
+    out: dict[str, Any] = {"n_pairs": change.n_pairs, f"{prefix}change_pct": change.change_pct}
+    if change.has_interval:
+        out |= {f"{prefix}low_pct": change.low_pct, f"{prefix}high_pct": change.high_pct}
+    return out
+
+
+def _comparisons(results: Results, dataset: str, runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """The answers of :data:`QUESTIONS` that ``runs`` (one student's ok runs) allow."""
+    first = {}
+    for key in results.settings_of(dataset):
+        first.setdefault(results.method(key), key)
+    out = []
+    for treated, baseline in QUESTIONS:
+        if treated in first and baseline in first:
+            keys = {"treated": first[treated], "baseline": first[baseline]}
+            answer = paired(runs[runs["bands"] == keys["treated"]],
+                            runs[runs["bands"] == keys["baseline"]])
+            if answer:
+                out.append(keys | answer)
+    return out
+
+
 def summarize(results: Results) -> dict[str, Any]:
     """The summary.json object of the results of a config (see the module docstring)."""
     frame = results.frame
@@ -268,10 +319,14 @@ def summarize(results: Results) -> dict[str, Any]:
             for key, group in mine[mine["setting"] != "none"].groupby("bands", sort=False):
                 stats = _stats(group)
                 settings[key] = stats | gain(stats, none, teacher)
+                if none is not None:
+                    settings[key] |= paired(group, mine[mine["bands"] == none_key], "mse_paired_")
             best = results.best(dataset, model)
             if best is not None:
                 block["best"] = {"bands": best, **settings[best]}
                 block["settings"] = settings
+            if comparisons := _comparisons(results, dataset, mine):
+                block["comparisons"] = comparisons
             students[model] = block
         entry["students"] = students
         summary["datasets"][dataset] = entry
@@ -286,6 +341,10 @@ _STATS = {"type": "object", "required": ["mse", "mae", "ssim", "n_seeds"],
           "additionalProperties": {"type": "number"}}
 _BEST = {**_STATS, "required": [*_STATS["required"], "bands"],
          "properties": {**_STATS["properties"], "bands": {"type": "string"}}}
+_COMPARISON = {"type": "object", "required": ["treated", "baseline", "n_pairs", "change_pct"],
+               "properties": {"treated": {"type": "string"}, "baseline": {"type": "string"},
+                              "n_pairs": {"type": "integer", "minimum": 1}},
+               "additionalProperties": {"type": "number"}}
 _FINDING = {"type": "object", "required": ["dataset", "run", "run_id", "check", "message"],
             "additionalProperties": False,
             "properties": {key: {"type": "string"}
@@ -304,7 +363,8 @@ SUMMARY_SCHEMA: dict[str, Any] = {
                 "students": {"type": "object", "additionalProperties": {
                     "type": "object", "additionalProperties": False,
                     "properties": {"none": _STATS, "best": _BEST, "settings": {
-                        "type": "object", "additionalProperties": _STATS}}}},
+                        "type": "object", "additionalProperties": _STATS},
+                        "comparisons": {"type": "array", "items": _COMPARISON}}}},
             }}},
     },
 }
@@ -335,7 +395,9 @@ def read_summary(path: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         runs = set(dataset_settings(config, dataset))
         for student, block in entry["students"].items():
-            named = [*block.get("settings", {}), block.get("best", {}).get("bands")]
+            named = [*block.get("settings", {}), block.get("best", {}).get("bands"),
+                     *(c[side] for c in block.get("comparisons", ())
+                       for side in ("treated", "baseline"))]
             unknown = [key for key in named if key is not None and key not in runs]
             if unknown:
                 raise SdkdError(f"{path}: datasets.{dataset}.students.{student} names band "

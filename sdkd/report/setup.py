@@ -19,6 +19,20 @@ from sdkd.report.fmt import DASH, fmt_duration, plural
 from sdkd.report.provenance import git_commit, package_versions
 from sdkd.report.tables import html_table
 
+# What each method is, and whose: the SDKD paper's (as its abstract states it), our
+# reading or extension of it, or a baseline.
+METHOD_ORIGIN = {
+    "none": "baseline: the ground truth alone",
+    "sdkd_latent": "the paper's method as stated: teacher-latent bands",
+    "decoupled": "our reading of the paper: low band ← attention path, high ← conv path",
+    "dual": "our extension: latent and forecast bands",
+    "multi": "our extension: K latent and forecast bands",
+    "low": "ablation: dual's low band alone",
+    "high": "ablation: dual's high band alone",
+    "output": "baseline: response (forecast) distillation",
+    "fitnet": "baseline: FitNets hint (whole latent)",
+}
+
 
 def _band_settings(config: Mapping[str, Any]) -> Markup:
     rows = []
@@ -28,12 +42,15 @@ def _band_settings(config: Mapping[str, Any]) -> Markup:
         # datasets may run a subset of the settings: say which run this one
         runs_it = [d for d in datasets if key in dataset_settings(config, d)]
         rows.append({
-            "bands": bs.key, "method": bs.setting,
+            "bands": bs.key, "method": bs.setting, "what it is": METHOD_ORIGIN[bs.setting],
             "cutoffs": ", ".join(f"{c:g}" for c in bs.cutoffs) if bs.cutoffs else DASH,
             "weights": ", ".join(f"{w:g}" for w in bs.weights) if bs.weights else DASH,
+            "teacher features": ", ".join(bs.features) if bs.features else
+                                ("latent" if bs.setting not in ("none", "output") else DASH),
             "λ (KD weight)": f"{bs.lam:g}", "latent weight": f"{bs.latent_weight:g}",
             "output weight": f"{bs.output_weight:g}",
             "normalised bands": "yes" if bs.normalize_bands else "no",
+            "standardised latents": "yes" if bs.standardize_latents else "no",
             "seeds": ", ".join(str(s) for s in bs.seeds),
             "datasets": ", ".join(runs_it) or DASH,
         })

@@ -164,6 +164,31 @@ class DatasetView:
                 fmt_metric("ssim", stats.get("ssim")), change["mse"], change["mae"], gap,
                 fmt_si(params)]
 
+    # ---- the study's questions
+
+    def comparison_table(self) -> Markup | None:
+        """One row per answered question of :data:`sdkd.report.aggregate.QUESTIONS` and
+        student: the paired % change of test MSE, its 95 % interval and what it says."""
+        columns = ["student", "treated", "vs", "seeds paired", "MSE change (paired)",
+                   "95 % CI", "verdict"]
+        rows = []
+        for student in self.students:
+            for c in self.entry.get("students", {}).get(student, {}).get("comparisons", ()):
+                low, high = c.get("low_pct"), c.get("high_pct")
+                if not (finite(low) and finite(high)):
+                    interval, verdict = DASH, "one seed: suggestive at most"
+                else:
+                    interval = f"{fmt_pct(low)} to {fmt_pct(high)}"
+                    verdict = ("lower MSE" if high < 0 else "higher MSE" if low > 0
+                               else "no significant difference")
+                rows.append([student, self.label(c["treated"]), self.label(c["baseline"]),
+                             str(c["n_pairs"]), fmt_pct(c["change_pct"]), interval, verdict])
+        if not rows:
+            return None
+        frame = pd.DataFrame(rows, columns=columns)
+        return html_table(frame, f"comparisons-{self.name}",
+                          numeric=["seeds paired", "MSE change (paired)", "95 % CI"])
+
     # ---- the full metrics table
 
     def metrics_table(self) -> Markup:

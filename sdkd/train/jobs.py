@@ -40,7 +40,7 @@ import yaml
 from torch import Tensor, nn
 
 from sdkd.data.dataset import ForecastWindows, fingerprint
-from sdkd.distill.cache import with_teacher_forecasts
+from sdkd.distill.cache import teacher_statistics, with_teacher_forecasts
 from sdkd.distill.losses import masked_mse
 from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
@@ -128,8 +128,9 @@ def student_loss(teacher: ForecastModel | None, mask: Tensor | None = None) -> L
     """The loss of a distillation run, which trains ``nn.ModuleDict({"student", "kd"})``.
 
     A target is ``y`` (B, T_out, C, H, W) or, from the teacher cache
-    (:mod:`sdkd.distill.cache`), ``(y, teacher prediction, teacher feature)``; with a
-    plain ``y`` the frozen ``teacher``, if any, runs forward under ``no_grad``. ``mask``
+    (:mod:`sdkd.distill.cache`), ``(y, teacher prediction, teacher features)`` with the
+    features of ``kd.teacher_features`` in that order; with a plain ``y`` the frozen
+    ``teacher``, if any, runs forward under ``no_grad``. ``mask``
     (bool (H, W), on the device) restricts the output-space terms to valid pixels.
     """
 
@@ -137,8 +138,8 @@ def student_loss(teacher: ForecastModel | None, mask: Tensor | None = None) -> L
         kd = modules["kd"]
         reference = None
         if isinstance(y, tuple):
-            y, prediction, feature = y
-            reference = Forecast(prediction, {kd.feature: feature})
+            y, prediction, features = y
+            reference = Forecast(prediction, dict(zip(kd.teacher_features, features, strict=True)))
         elif teacher is not None:
             with torch.no_grad():
                 reference = teacher(x)
@@ -220,9 +221,10 @@ def distill_student(
 
     The ``none`` setting learns from the ground truth alone and needs no teacher
     (``teacher_path`` may be None); every other setting does. What is optimized is
-    ``{"student", "kd"}``: the student and the loss module (its 1 × 1 latent projection,
-    when the setting has one); the teacher only runs forward, under ``no_grad``, in eval
-    mode. ``best.pt`` is chosen on the validation ground-truth MSE (``gt``).
+    ``{"student", "kd"}``: the student and the loss module (its 1 × 1 latent projections
+    and teacher-feature statistics, when the setting has them); the teacher only runs
+    forward, under ``no_grad``, in eval mode. ``best.pt`` is chosen on the validation
+    ground-truth MSE (``gt``).
     """
     out_dir = Path(out_dir)
     training = training_block(config, dataset, "student")
@@ -253,7 +255,8 @@ def distill_student(
             # The teacher's forecasts of both splits, once, if they fit in the budget.
             budget, cached = config["distill"]["teacher_cache_mb"], []
             for split in (train_set, val_set):
-                done = with_teacher_forecasts(split, teacher, kd.feature, device=lease.device,
+                done = with_teacher_forecasts(split, teacher, kd.teacher_features,
+                                              device=lease.device,
                                               batch_size=training["batch_size"], limit_mb=budget)
                 if done is None:
                     break
@@ -261,6 +264,10 @@ def distill_student(
                 budget -= done.megabytes
             else:
                 train_set, val_set = cached
+            if kd.standardizers:
+                kd.set_teacher_statistics(teacher_statistics(
+                    train_set, teacher, kd.teacher_features, device=lease.device,
+                    batch_size=training["batch_size"]))
         log.info("student %s (%s, seed %d) on %s: %d parameters", student, bands, seed,
                  lease.device, model.num_parameters())
         return fit(trainable, student_loss(teacher, mask), train_set, val_set,

@@ -1,0 +1,77 @@
+"""Whether a band setting beats the plain student: paired differences with an interval.
+
+Seed s of every setting of a student starts from the same initial weights and sees the
+same batches (both follow the run's seed), so its runs come in pairs: (setting, s) and
+(none, s). The effect of a setting is measured on each pair as the log ratio of the
+test MSEs, d_s = log(MSE_setting,s / MSE_none,s): a multiplicative change, as MSEs of
+one model vary by factors rather than by amounts, and one that does not depend on the
+field's units. Over n pairs the 95 % confidence interval of the mean log ratio is the
+paired t-interval
+
+    mean(d) ± t_{0.975, n-1} · sd(d) / √n        (sd with n − 1 degrees of freedom)
+
+and the interval of the % change is 100 · (exp(·) − 1) of its ends. It treats the
+seeds as the random draw and each run's test error (a mean over its test windows) as
+exact: the spread between seeds is what decides whether a gain is real. With one pair
+there is no interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    """The % change of a metric against a baseline over paired seeds (negative = lower).
+
+    ``change_pct`` is 100 · (exp(mean log ratio) − 1), the geometric-mean change;
+    ``low_pct``/``high_pct`` the ends of its confidence interval (NaN with one pair).
+    """
+
+    change_pct: float
+    low_pct: float
+    high_pct: float
+    n_pairs: int
+    confidence: float = CONFIDENCE
+
+    @property
+    def has_interval(self) -> bool:
+        return self.n_pairs > 1 and math.isfinite(self.low_pct) and math.isfinite(self.high_pct)
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes zero (no change)."""
+        return self.has_interval and (self.high_pct < 0 or self.low_pct > 0)
+
+
+def paired_change(
+    treated: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
+) -> PairedChange:
+    """The paired % change of ``treated`` against ``baseline`` (module docstring).
+
+    Both sequences hold one positive value per seed, in the same seed order.
+    """
+    t, b = np.asarray(treated, dtype=float), np.asarray(baseline, dtype=float)
+    if t.shape != b.shape or t.ndim != 1 or len(t) == 0:
+        raise ValueError(f"paired values expected, got {len(t)} and {len(b)}")
+    if not (np.all(t > 0) and np.all(b > 0)):
+        raise ValueError("log ratios need positive values")
+    d = np.log(t / b)
+    n, mean = len(d), float(d.mean())
+    low = high = math.nan
+    if n > 1:
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / n**0.5
+        low, high = mean - half, mean + half
+    return PairedChange(_pct(mean), _pct(low), _pct(high), n, confidence)
+
+
+def _pct(log_ratio: float) -> float:
+    return 100.0 * math.expm1(log_ratio)
