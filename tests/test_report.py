@@ -348,6 +348,11 @@ def test_the_verdict_follows_the_interval(built, tmp_path, dual, tone, words):
     assert got == tone and words in text
     assert f"95 % CI {fmt_pct(change.low_pct)} to {fmt_pct(change.high_pct)}" in text
     assert "No data file was given" in page.text_of("setup")
+    # The study's question this config can ask: dual vs output (one seed of output).
+    (row,) = page.rows(f"T_comparisons-{NS}")
+    assert (row["treated"], row["vs"], row["seeds paired"]) == ("dual", "output", "1")
+    assert row["MSE change (paired)"] == fmt_pct(100 * (dual[0] / 3.0 - 1))
+    assert row["95 % CI"] == "—" and row["verdict"] == "one seed: suggestive at most"
 
 
 def test_a_teacher_no_better_than_the_student_is_flagged(built, tmp_path):
