@@ -244,9 +244,9 @@ def run_spec(
     student model and overrides, its training block, its seed, the resolved band
     setting (method, cutoffs, weights and every weight and switch it inherits from the
     ``distill`` block) and, unless it learns from the ground truth alone, the teacher's
-    spec. Keys that change only the
-    speed (:data:`SPEED_ONLY_TRAINING_KEYS`) are left out, and so is every name that
-    does not change the result (the band setting's key, its seed list).
+    spec. Keys that change only the speed (:data:`SPEED_ONLY_TRAINING_KEYS`) are left
+    out, and so is every name that does not change the result (the band setting's key,
+    its seed list).
 
     What the config cannot say (the content of the data file, the teacher's weights)
     is added by the job: :func:`run_identity`.
@@ -392,8 +392,7 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 __all__ = [
     "DECOUPLED_FEATURES", "FIGURE_KINDS", "FREQUENCY_SETTINGS", "LATENT_ONLY_SETTINGS",
-    "MANIFEST", "RUN_KEYS", "SETTINGS",
-    "SPEED_ONLY_TRAINING_KEYS",
+    "MANIFEST", "RUN_KEYS", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS",
     "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
     "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
     "identity_changes", "run_id", "run_identity", "run_spec", "split_name", "training_block",

@@ -142,9 +142,6 @@ __all__ = [
     "DistillLoss", "masked_mse",
 ]
 
-_USES_LATENT = (*FREQUENCY_SETTINGS, "fitnet")
-
-
 def masked_mse(
     a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -362,9 +359,9 @@ class DistillLoss(nn.Module):
                     f"band_weights: expected a list of numbers, got {band_weights!r}"
                 ) from None
             if len(weights) != n_weights:
-                what = {"low": "1 (the low band's)", "high": "1 (the high band's)"}.get(
-                    setting, "2 (low, high)" if k == 2 and not several else
-                    f"{k} (len(cutoffs) + 1)")
+                what = {"low": "1 (the low band's)", "high": "1 (the high band's)",
+                        "dual": "2 (low, high)", "decoupled": "2 (low, high)"}.get(
+                    setting, f"{k} (len(cutoffs) + 1)")
                 raise SdkdError(
                     f"band_weights: setting {setting!r} with cutoffs {list(values)} expects "
                     f"{what} weights, got {len(weights)}: {weights}"

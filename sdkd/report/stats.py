@@ -49,7 +49,12 @@ class PairedChange:
     @property
     def significant(self) -> bool:
         """Whether the interval excludes zero (no change)."""
-        return self.has_interval and (self.high_pct < 0 or self.low_pct > 0)
+        return self.has_interval and excludes_zero(self.low_pct, self.high_pct)
+
+
+def excludes_zero(low: float, high: float) -> bool:
+    """Whether the interval [low, high] of a change lies wholly on one side of no change."""
+    return high < 0 or low > 0
 
 
 def paired_change(

@@ -18,6 +18,7 @@ from typing import Any
 from sdkd.evaluate.format import band_labels
 from sdkd.plan import FREQUENCY_SETTINGS
 from sdkd.report.fmt import finite, fmt_metric, fmt_pct, plural
+from sdkd.report.stats import excludes_zero
 from sdkd.report.view import BandMeans, DatasetView
 
 
@@ -115,7 +116,7 @@ def _evidence(setting: Mapping[str, Any]) -> tuple[str, bool]:
     if n < 2 or not (finite(low) and finite(high)):
         return f"{plural(max(n, 1), 'seed')}: no confidence interval", False
     return (f"paired over {n} seeds: {fmt_pct(setting['mse_paired_change_pct'])}, "
-            f"95 % CI {fmt_pct(low)} to {fmt_pct(high)}"), bool(high < 0 or low > 0)
+            f"95 % CI {fmt_pct(low)} to {fmt_pct(high)}"), excludes_zero(low, high)
 
 
 def _cost(view: DatasetView, student: str) -> str:

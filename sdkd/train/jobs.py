@@ -130,8 +130,8 @@ def student_loss(teacher: ForecastModel | None, mask: Tensor | None = None) -> L
     A target is ``y`` (B, T_out, C, H, W) or, from the teacher cache
     (:mod:`sdkd.distill.cache`), ``(y, teacher prediction, teacher features)`` with the
     features of ``kd.teacher_features`` in that order; with a plain ``y`` the frozen
-    ``teacher``, if any, runs forward under ``no_grad``. ``mask``
-    (bool (H, W), on the device) restricts the output-space terms to valid pixels.
+    ``teacher``, if any, runs forward under ``no_grad``. ``mask`` (bool (H, W), on the
+    device) restricts the output-space terms to valid pixels.
     """
 
     def loss_fn(modules: nn.Module, x: Tensor, y: Any) -> tuple[Tensor, dict[str, Tensor]]:

@@ -8,10 +8,9 @@ rule acquire:
         "results/benchmarks/acquire/{dataset}/{filename}.tsv"
     # Data jobs head every chain of the DAG, and this one's two threads wait for both
     # cores to be free. Snakemake's scheduler maximises the sum of the priorities of
-    # the jobs it starts, so two one-thread jobs of priority 10 (preprocess, teachers)
-    # outweigh one acquire of priority 20: without a priority above theirs combined,
-    # the default's Navier–Stokes simulation, which its long teacher waits for,
-    # started 8 minutes late on 2 cores.
+    # the jobs it starts, so its priority must beat two one-thread jobs of priority 10
+    # (preprocess, teachers) together: at 10, and at 20, the default's Navier–Stokes
+    # simulation, which its long teacher waits for, started 8 minutes late on 2 cores.
     priority: 50
     conda:
         "../envs/sdkd.yaml"
