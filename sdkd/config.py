@@ -539,7 +539,7 @@ def _check_bands(config: dict[str, Any], source: str) -> None:
             settings[key] = plan.band_setting(distill, key)
         except SdkdError as exc:
             raise SdkdError(f"{source}: {exc}") from None
-        _check_tune(settings[key], source)
+        _check_tune(settings[key], distill["settings"][key], source)
         for cutoffs, where in _all_cutoffs(settings[key]):
             _check_increasing(cutoffs, where, source)
     evaluate = tuple(config["evaluate"]["band_cutoffs"])
@@ -556,13 +556,17 @@ def _check_bands(config: dict[str, Any], source: str) -> None:
                                   f"latent grid of {name}", source)
 
 
-def _check_tune(setting: plan.BandSetting, source: str) -> None:
-    """A `tune:` grid of at most MAX_TUNING_POINTS points, on a setting it can change."""
+def _check_tune(setting: plan.BandSetting, entry: Mapping[str, Any], source: str) -> None:
+    """A `tune:` grid of at most MAX_TUNING_POINTS points, on a setting it can change, of
+    keys the setting does not also set (the tuning stage's choice would replace them)."""
     if not setting.tune:
         return
     where = f"{source}: distill.settings.{setting.key}.tune"
     if setting.setting == "none":
         raise SdkdError(f"{where}: the none setting has no distillation term to tune")
+    if both := sorted(set(setting.tune) & set(entry)):
+        raise SdkdError(f"{where}: {', '.join(both)} also set outside tune:; the tuning "
+                        "stage chooses it, so give its candidates in tune: only")
     if (n := len(setting.points())) > MAX_TUNING_POINTS:
         raise SdkdError(f"{where}: {n} combinations; at most {MAX_TUNING_POINTS}")
 

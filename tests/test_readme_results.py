@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -12,8 +13,9 @@ from fake_results import make_fake_results, tiny_config
 from sdkd.errors import SdkdError
 from sdkd.report.aggregate import aggregate, read_metrics
 from sdkd.report.figures import make_figures
-from sdkd.report.fmt import fmt_metric
-from sdkd.report.readme import END, START, stage_times, update_readme
+from sdkd.report.fmt import fmt_metric, fmt_pct
+from sdkd.report.readme import END, PAPER_CLAIM, START, stage_times, update_readme
+from sdkd.report.stats import paired_change
 
 BENCHMARKS = {  # rule path → (job seconds, end time in seconds after t0)
     "acquire/navier_stokes/simulation.h5.tsv": (30.0, 30.0),
@@ -57,18 +59,20 @@ def _readme(path):
     return path
 
 
-def _parse_tables(text):
-    """{dataset: DataFrame} of the markdown tables under each **dataset** heading."""
-    tables, dataset, lines = {}, None, []
+def _parse_tables(text, which=0):
+    """{dataset: DataFrame} of the ``which``-th markdown table under each **dataset**
+    heading (0: the headline table, 1: the study's questions)."""
+    tables, dataset, lines, seen = {}, None, [], 0
     for line in [*text.splitlines(), ""]:
         if line.startswith("**") and line.endswith("**"):
-            dataset = line.strip("*")
+            dataset, seen = line.strip("*"), 0
         elif line.startswith("|"):
             lines.append([c.strip() for c in line.strip("|").split("|")])
         elif lines:
-            columns = [c.lower().replace(" ", "_") for c in lines[0]]
-            tables[dataset] = pd.DataFrame(lines[2:], columns=columns)
-            lines = []
+            if seen == which:
+                columns = [c.lower().replace(" ", "_") for c in lines[0]]
+                tables[dataset] = pd.DataFrame(lines[2:], columns=columns)
+            lines, seen = [], seen + 1
     return tables
 
 
@@ -100,11 +104,26 @@ def test_headline_table_equals_the_metrics_table(tree, tmp_path, sdkd_cli):
             if len(runs) > 1:
                 assert mse[1] == f"{runs['mse'].std(ddof=1):.2g}"
             assert row.ssim == fmt_metric("ssim", runs["ssim"].mean())
-            plain = mine[(mine["model"] == row.model) & (mine["setting"] == "none")]["mse"].mean()
+            plain = mine[(mine["model"] == row.model) & (mine["setting"] == "none")]
             if row.bands == "none":
                 assert row.mse_vs_none == "—"
-            else:
-                assert row.mse_vs_none == f"{100 * (runs['mse'].mean() - plain) / plain:+.1f} %"
+                continue
+            pairs = runs.merge(plain, on="seed", suffixes=("", "_none"))
+            change = paired_change(pairs["mse"], pairs["mse_none"])
+            expected = fmt_pct(change.change_pct)
+            if change.has_interval:
+                expected += f" [{fmt_pct(change.low_pct)}, {fmt_pct(change.high_pct)}]"
+            assert row.mse_vs_none == expected
+    # the study's questions tiny_config can ask (dual vs output), under the headline table
+    summary = json.loads((results / "tables" / "summary.json").read_text())
+    questions = _parse_tables(text, which=1)
+    assert set(questions) == set(config["datasets"])
+    for dataset, table in questions.items():
+        asked = [c for block in summary["datasets"][dataset]["students"].values()
+                 for c in block.get("comparisons", ())]
+        assert list(table["question"]) == [f"{c['treated']} vs {c['baseline']}" for c in asked]
+        assert list(table["mse_change"]) == [fmt_pct(c["change_pct"]) for c in asked]
+    assert f"For comparison, {PAPER_CLAIM}." in text
     assert "2026-11-28" in text and "no GPU" in text
     assert text.startswith("# Title\n\n## Results\n\n" + START)
     assert text.endswith(END + "\n\n## After\ntext\n")

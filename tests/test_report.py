@@ -490,7 +490,9 @@ def test_the_tuning_search_is_shown_with_its_choice(built, tmp_path):
     marks the lowest as chosen; the band-settings table names what was tuned; a tuned
     config cannot be aggregated without its tuning files."""
     config = copy.deepcopy(built.config)
-    config["distill"]["settings"]["dual"]["tune"] = {"weights": [[1.0, 1.0], [1.0, 10.0]]}
+    dual = config["distill"]["settings"]["dual"]
+    del dual["weights"]
+    dual["tune"] = {"weights": [[1.0, 1.0], [1.0, 10.0]]}
     config = validate(config, source="tuned")
     make_fake_results(tmp_path / "results", config)
     tables = tmp_path / "tables"
@@ -558,3 +560,20 @@ def test_the_page_states_the_truths_spectrum_slope(built, tmp_path, monkeypatch)
                            f"|k|{found.slope:.2f} over 3 ≤ |k| ≤ 16")
     assert f"{found.lower:.2f} over the lower half" in text
     assert "a power-law (inertial) range" in text
+
+
+def test_the_papers_figure_stands_beside_ours(built):
+    """The paper's row first, then per dataset and student the best setting (small_config
+    has no sdkd_latent), with the summary's paired change and its conditions."""
+    rows = built.page.rows("T_paper")
+    assert rows[0]["who"] == "the SDKD paper (its abstract)"
+    assert rows[0]["MSE change"] == "up to −81.3 %" and rows[0]["MAE change"] == "−52.3 %"
+    summary = json.loads((built.results / "tables" / "summary.json").read_text())
+    block = summary["datasets"][NS]["students"][STUDENT]
+    best = block["best"]["bands"]
+    (ours,) = [r for r in rows[1:] if r["conditions"].startswith(f"{NS}; {STUDENT}")]
+    assert (ours["who"], ours["setting"]) == ("ours: best setting", best)
+    assert ours["MSE change"] == fmt_pct(block["settings"][best]["mse_paired_change_pct"])
+    assert ours["conditions"].endswith(f"{block['settings'][best]['n_pairs']} paired seed"
+                                       + ("s" if block["settings"][best]["n_pairs"] > 1
+                                          else ""))

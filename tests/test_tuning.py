@@ -40,7 +40,7 @@ def _config(settings, tmp_path, **blocks):
     return validate(experiment({"toy": block}, distill={"settings": settings}, **blocks))
 
 
-TUNED = {"none": {}, "dual": {"cutoffs": [1.5], "weights": [1.0, 1.0],
+TUNED = {"none": {}, "dual": {"cutoffs": [1.5],
                               "tune": {"weights": [[1.0, 1.0], [1.0, 4.0]],
                                        "lam": [0.5, 1.0, 2.0]}}}
 
@@ -82,8 +82,10 @@ def test_tuning_runs_and_their_specs(tmp_path):
 
 @pytest.mark.parametrize(("settings", "expected"), [
     ({"none": {"tune": {"lam": [0.0, 1.0]}}}, "none setting has no distillation term"),
-    ({"dual": {"cutoffs": [1.0], "weights": [1.0, 1.0],
-               "tune": {"cutoffs": [[1.0], [2.0, 1.5]]}}}, "tune.cutoffs[1]"),
+    ({"dual": {"weights": [1.0, 1.0], "tune": {"cutoffs": [[1.0], [2.0, 1.5]]}}},
+     "tune.cutoffs[1]"),
+    ({"dual": {"cutoffs": [1.0], "weights": [1.0, 1.0], "tune": {"weights": [[1.0, 2.0]]}}},
+     "weights also set outside tune:"),
     ({"dual": {"cutoffs": [1.0], "weights": [1.0, 1.0],
                "tune": {"lam": [float(i) for i in range(16)],
                         "latent_weight": [float(i) for i in range(5)]}}}, "80 combinations"),
@@ -94,8 +96,7 @@ def test_bad_grids_are_refused_with_their_key(tmp_path, settings, expected):
 
 
 def test_every_point_must_build_a_loss(tmp_path):
-    settings = {"dual": {"cutoffs": [1.5], "weights": [1.0, 1.0],
-                         "tune": {"weights": [[1.0, 1.0], [1.0]]}}}
+    settings = {"dual": {"cutoffs": [1.5], "tune": {"weights": [[1.0, 1.0], [1.0]]}}}
     with pytest.raises(SdkdError, match=r"expects 2 .* weights, got 1.*\(tuning point 1"):
         _config(settings, tmp_path)
 

@@ -84,7 +84,7 @@ from sdkd.report.provenance import read_provenance
 from sdkd.report.results import Finding, Results
 from sdkd.report.setup import setup_section
 from sdkd.report.verdicts import verdicts
-from sdkd.report.view import DatasetView
+from sdkd.report.view import DatasetView, paper_table
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -271,8 +271,9 @@ def render_report(
         figure["number"] = number
 
     results = Results(config, table)
-    datasets = [_dataset(DatasetView(results, name, summary), figures, provenance,
-                         name in summary["datasets"]) for name in names]
+    views = [DatasetView(results, name, summary) for name in names]
+    datasets = [_dataset(view, figures, provenance, view.name in summary["datasets"])
+                for view in views]
     counts = table["status"].value_counts()
     runs = {"expected": len(table), **{s: int(counts.get(s, 0)) for s in STATUSES}}
     generated = dt.datetime.now(dt.UTC).astimezone()
@@ -293,6 +294,7 @@ def render_report(
         warnings=_warnings(findings, names),
         none_key=results.none_key() or "none",
         datasets=datasets,
+        paper_table=paper_table(views),
         global_figures=[f for f in figures if f["dataset"] not in names],
         setup=setup,
         debug_checks=debug_checks,

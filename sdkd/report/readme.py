@@ -37,6 +37,13 @@ from sdkd.report.aggregate import read_metrics, read_summary
 from sdkd.report.csvfile import numbers, read_csv
 from sdkd.report.fmt import DASH, fmt_pct, stat_text
 from sdkd.report.html import read_manifest
+from sdkd.report.stats import change_verdict, has_interval
+
+# The SDKD paper's headline result, as its abstract states it (docs: "What the paper
+# states"), and what is known of its conditions.
+PAPER_CLAIM = ("the SDKD paper's abstract reports reductions of up to 81.3 % in MSE and "
+               "52.3 % in MAE on Navier–Stokes (FNO's ν = 1e-5 data, 64 × 64, by "
+               "second-hand accounts; the reference point is not stated)")
 
 START = "<!-- results:start (written by `sdkd readme-results`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -46,13 +53,15 @@ STAGES = {
     "acquire": "data",
     "preprocess": "data",
     "train_teacher": "teacher",
+    "tune_point": "tuning",
+    "tune": "tuning",
     "distill": "distillation",
     "evaluate": "evaluation",
     "aggregate": "report",
     "figures": "report",
     "report": "report",
 }
-STAGE_ORDER = ("data", "teacher", "distillation", "evaluation", "report")
+STAGE_ORDER = ("data", "teacher", "tuning", "distillation", "evaluation", "report")
 
 
 def stage_times(benchmarks: str | Path) -> tuple[pd.DataFrame, float]:
@@ -124,8 +133,35 @@ def headline_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
                 "seeds": str(stats["n_seeds"]) if stats else "0",
                 "MSE": stat_text(stats, "mse"), "MAE": stat_text(stats, "mae"),
                 "SSIM": stat_text(stats, "ssim"),
-                "MSE vs none": _pct(stats, "mse_change_pct"),
+                "MSE vs none": _paired(stats),
                 "MAE vs none": _pct(stats, "mae_change_pct"),
+            })
+    return rows
+
+
+def _paired(stats: Mapping[str, Any] | None) -> str:
+    """The paired change of MSE vs none, with its 95 % interval when there is one."""
+    if not stats or "mse_paired_change_pct" not in stats:
+        return DASH
+    text = fmt_pct(stats["mse_paired_change_pct"])
+    low, high = stats.get("mse_paired_low_pct"), stats.get("mse_paired_high_pct")
+    return f"{text} [{fmt_pct(low)}, {fmt_pct(high)}]" if has_interval(low, high) else text
+
+
+def question_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
+                  dataset: str) -> list[dict[str, str]]:
+    """The study's questions the dataset's runs answer (summary ``comparisons``)."""
+    rows = []
+    entry = summary.get("datasets", {}).get(dataset, {})
+    for student in dataset_students(config, dataset):
+        for c in entry.get("students", {}).get(student, {}).get("comparisons", ()):
+            low, high = c.get("low_pct"), c.get("high_pct")
+            rows.append({
+                "model": student, "question": f"{c['treated']} vs {c['baseline']}",
+                "seeds paired": str(c["n_pairs"]), "MSE change": fmt_pct(c["change_pct"]),
+                "95 % CI": (f"{fmt_pct(low)} to {fmt_pct(high)}" if has_interval(low, high)
+                            else DASH),
+                "verdict": change_verdict(low, high),
             })
     return rows
 
@@ -138,10 +174,13 @@ def _text(value: str) -> str:
     return " ".join(value.split())
 
 
+_TEXT_COLUMNS = ("model", "bands", "question", "verdict")
+
+
 def _markdown(rows: list[dict[str, str]]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if h in ("model", "bands") else "---:" for h in header) + "|"]
+             "|" + "|".join("---" if h in _TEXT_COLUMNS else "---:" for h in header) + "|"]
     lines += ["| " + " | ".join(_text(row[h]) for h in header) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -164,10 +203,15 @@ def results_block(config: Mapping[str, Any], results: str | Path, readme_dir: st
     parts = [START, "",
              f"Measured on {machine()}, {date}; training on {', '.join(devices) or '?'}. "
              "Test split, physical units, per pixel; MSE and MAE are means over seeds "
-             "± their standard deviation; \"vs none\" is the change against the same "
-             "student trained on the ground truth alone (negative = better).", ""]
+             "± their standard deviation; \"MSE vs none\" is the change against the same "
+             "student trained on the ground truth alone (negative = better), the geometric "
+             "mean over paired seeds with its 95 % paired t-interval in brackets; a verdict "
+             "claims a difference only when that interval excludes zero.", ""]
     for dataset in config["datasets"]:
         parts += [f"**{dataset}**", "", _markdown(headline_rows(config, summary, dataset)), ""]
+        if questions := question_rows(config, summary, dataset):
+            parts += [_markdown(questions), ""]
+    parts += [f"For comparison, {PAPER_CLAIM}.", ""]
     figure = figure or _first_gain_figure(results / "figures", config)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.png", figure):
         raise SdkdError(f"--figure {figure!r}: expected the file name of a PNG in "

@@ -57,6 +57,20 @@ def excludes_zero(low: float, high: float) -> bool:
     return high < 0 or low > 0
 
 
+def has_interval(low: float | None, high: float | None) -> bool:
+    """Whether both ends of an interval are known (two paired seeds or more)."""
+    return low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+
+
+def change_verdict(low: float | None, high: float | None) -> str:
+    """What a paired change of MSE with interval (low, high) says, in a table's words: a
+    difference only when the interval excludes zero."""
+    if not has_interval(low, high):
+        return "one seed: suggestive at most"
+    return ("lower MSE" if high < 0 else "higher MSE" if low > 0
+            else "no significant difference")
+
+
 def paired_change(
     treated: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
 ) -> PairedChange:
