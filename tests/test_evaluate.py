@@ -390,5 +390,6 @@ def test_evaluation_on_a_leased_gpu_matches_the_cpu(runs, tmp_path, monkeypatch)
                        tmp_path / "gpu.json")
     cpu = runs["evaluations"]["student"][1]
     assert gpu["efficiency"]["inference"]["device"].startswith("cuda")
-    assert gpu["metrics"]["mse"] == pytest.approx(cpu["metrics"]["mse"], rel=1e-3)
+    # convolutions may run in TF32 on the GPU (cuDNN's default)
+    assert gpu["metrics"]["mse"] == pytest.approx(cpu["metrics"]["mse"], rel=1e-2)
     assert list((tmp_path / "locks").glob("gpu-GPU-*.lock"))
