@@ -208,6 +208,16 @@ def test_lock_key_falls_back_to_the_visible_entry_without_a_uuid(tmp_path, monke
     assert [g for g, _ in lease_module.candidates()] == ["0", "1"]
 
 
+def test_asking_for_the_cpu_touches_no_cuda_device(tmp_path, monkeypatch, two_cuda_gpus):
+    def no_cuda(i):
+        raise AssertionError("a CPU job queried a GPU (and initialised CUDA)")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_cuda)
+    with gpu_lease(gpus=[], lock_dir=tmp_path / "locks") as lease:
+        assert lease.device == torch.device("cpu") and lease.gpu_id is None
+    assert two_cuda_gpus[0] == []  # no set_device either
+
+
 def test_the_leased_gpu_is_the_current_device_while_held(tmp_path, two_cuda_gpus):
     calls, _ = two_cuda_gpus
     with gpu_lease(lock_dir=tmp_path / "locks", gpus=["1"], timeout=0) as lease:

@@ -92,6 +92,8 @@ def candidates(gpus: Sequence[str] | None = None) -> list[tuple[str, torch.devic
     ``gpus`` restricts the choice to these GPUs, each named by its key or its
     ``CUDA_VISIBLE_DEVICES`` entry (each must be visible).
     """
+    if gpus is not None and not gpus:  # the CPU asked for: touch no CUDA device
+        return []
     fake = os.environ.get(FAKE_GPUS_ENV)
     if fake is not None:
         entries = [g.strip() for g in fake.split(",") if g.strip()]
