@@ -24,8 +24,22 @@ trap 'rm -rf "$private"' EXIT
 shopt -s nullglob
 wheels=("${SDKD_WHEELS:-$root/.whl}"/*.whl)
 if ((${#wheels[@]})); then
-  "$py" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
-    --target "$private/site" "${wheels[@]}" || echo "gpu-check: installing .whl/ failed" >&2
+  if ! "$py" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
+      --target "$private/site" "${wheels[@]}"; then
+    # No pip in the image's environment (uv makes venvs without it), or pip failed: a
+    # wheel is a zip of what goes into site-packages, less its .data/ folder (only
+    # greenlet's C headers here), so unpacking it is the install --no-deps --target does.
+    echo "gpu-check: pip install failed; unpacking the wheels instead" >&2
+    "$py" - "$private/site" "${wheels[@]}" <<'UNPACK' || echo "gpu-check: unpacking failed" >&2
+import sys
+import zipfile
+
+target, *wheels = sys.argv[1:]
+for wheel in wheels:
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(target, [n for n in z.namelist() if not n.split("/")[0].endswith(".data")])
+UNPACK
+  fi
 else
   echo "gpu-check: no wheels in ${SDKD_WHEELS:-$root/.whl} (scripts/gpu-wheels.sh builds them;" \
     "needed where the image lacks jsonschema, pooch or snakemake)" >&2
