@@ -83,10 +83,21 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     configuration.dataset_config(config, args.dataset)
     result = distill_student(
         config, args.dataset, args.data, args.teacher, args.student, args.bands, args.seed,
-        args.out, device=args.device,
+        args.out, device=args.device, tune_point=args.tune_point, tuned=args.tuned,
     )
     log.info("%s/%s seed %d: best val %.4g at epoch %d → %s", args.student, args.bands,
              args.seed, result.best_val, result.best_epoch, args.out)
+
+
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from sdkd.tuning import choose
+
+    config = configuration.load(args.config)
+    configuration.dataset_config(config, args.dataset)
+    doc = choose(config, args.dataset, args.bands, args.results_root, args.out)
+    log.info("%s on %s: chose %s (validation MSE %.4g of %d points) → %s", args.bands,
+             args.dataset, doc["chosen"]["values"], doc["chosen"]["val_mse"],
+             len(doc["points"]), args.out)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -103,7 +114,7 @@ def _cmd_aggregate(args: argparse.Namespace) -> None:
     from sdkd.report.aggregate import aggregate
 
     config = configuration.load(args.config)
-    table = aggregate(config, args.eval_root, args.out, args.summary)
+    table = aggregate(config, args.eval_root, args.out, args.summary, args.tuning_root)
     counts = table["status"].value_counts().to_dict()
     log.info("aggregated %d runs %s → %s, %s", len(table), counts, args.out, args.summary)
 
@@ -221,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True, help="family-size, e.g. unet-s")
     p.add_argument("--bands", required=True, help="a key of distill.settings, e.g. dual")
     p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the student run")
+    tuning = p.add_mutually_exclusive_group()
+    tuning.add_argument("--tune-point", type=_at_least(0), default=None,
+                        help="train this point of the setting's tune: grid (a tuning run)")
+    tuning.add_argument("--tuned", type=Path, default=None,
+                        help="tuning file of a tuned setting (results/tuning/<dataset>/"
+                             "<bands>.json): train with the values it chose")
+
+    p = step("tune", _cmd_tune, "choose a tuned band setting's values on validation")
+    p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
+    p.add_argument("--bands", required=True, help="a key of distill.settings with a tune: grid")
+    p.add_argument("--results-root", type=Path, required=True,
+                   help="the folder holding tuning/<dataset>/<bands>/point-<i>/ (results)")
+    p.add_argument("--out", type=Path, required=True, help="tuning file to write")
 
     p = step("evaluate", _cmd_evaluate, "test-split metrics of a trained run → one JSON")
     p.add_argument("--dataset", required=True, help="a key of `datasets` in the config")
@@ -233,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-root", type=Path, required=True, help="results/eval")
     p.add_argument("--out", type=Path, required=True, help="metrics CSV to write")
     p.add_argument("--summary", type=Path, required=True, help="summary JSON to write")
+    p.add_argument("--tuning-root", type=Path, default=None,
+                   help="results/tuning: the tuning files of the tuned band settings")
 
     p = step("figures", _cmd_figures, "the report's figures and their figures.json")
     p.add_argument("--metrics", type=Path, required=True, help="metrics CSV of aggregate")

@@ -51,6 +51,8 @@ MAX_CONFIG_DEPTH = 32
 # Training runs one config may ask for (the paper's grid is 190): more is a typo in a
 # seed list, and it would make Snakemake plan that many jobs before anything runs.
 MAX_RUNS = 10_000
+# The most points one setting's `tune:` grid may have (each is a training run).
+MAX_TUNING_POINTS = 64
 # Every model family downsamples its input grid by 4 to its latent grid
 # (sdkd.models.base.ForecastModel.downsample_factor; tests/test_config.py checks that
 # they agree). Kept here because validation must not import torch (the Snakefile runs it).
@@ -537,8 +539,9 @@ def _check_bands(config: dict[str, Any], source: str) -> None:
             settings[key] = plan.band_setting(distill, key)
         except SdkdError as exc:
             raise SdkdError(f"{source}: {exc}") from None
-        if settings[key].cutoffs is not None:
-            _check_increasing(settings[key].cutoffs, f"distill.settings.{key}.cutoffs", source)
+        _check_tune(settings[key], source)
+        for cutoffs, where in _all_cutoffs(settings[key]):
+            _check_increasing(cutoffs, where, source)
     evaluate = tuple(config["evaluate"]["band_cutoffs"])
     _check_increasing(evaluate, "evaluate.band_cutoffs", source)
     for name, dataset in config["datasets"].items():
@@ -548,10 +551,31 @@ def _check_bands(config: dict[str, Any], source: str) -> None:
         _check_band_modes(evaluate, "evaluate.band_cutoffs", grid, f"data grid of {name}",
                           source)
         for key in plan.dataset_settings(config, name):
-            cutoffs = settings[key].cutoffs
-            if cutoffs is not None:
-                _check_band_modes(cutoffs, f"distill.settings.{key}.cutoffs",
-                                  grid // MODEL_DOWNSAMPLING, f"latent grid of {name}", source)
+            for cutoffs, where in _all_cutoffs(settings[key]):
+                _check_band_modes(cutoffs, where, grid // MODEL_DOWNSAMPLING,
+                                  f"latent grid of {name}", source)
+
+
+def _check_tune(setting: plan.BandSetting, source: str) -> None:
+    """A `tune:` grid of at most MAX_TUNING_POINTS points, on a setting it can change."""
+    if not setting.tune:
+        return
+    where = f"{source}: distill.settings.{setting.key}.tune"
+    if setting.setting == "none":
+        raise SdkdError(f"{where}: the none setting has no distillation term to tune")
+    if (n := len(setting.points())) > MAX_TUNING_POINTS:
+        raise SdkdError(f"{where}: {n} combinations; at most {MAX_TUNING_POINTS}")
+
+
+def _all_cutoffs(setting: plan.BandSetting) -> list[tuple[tuple[float, ...], str]]:
+    """Every cutoff list a setting may train with, its own and its tuning candidates',
+    each with the key that gives it."""
+    found = []
+    if setting.cutoffs is not None:
+        found.append((setting.cutoffs, f"distill.settings.{setting.key}.cutoffs"))
+    for i, cutoffs in enumerate((setting.tune or {}).get("cutoffs", [])):
+        found.append((tuple(cutoffs), f"distill.settings.{setting.key}.tune.cutoffs[{i}]"))
+    return found
 
 
 def _check_run_count(config: dict[str, Any], source: str) -> None:
@@ -564,10 +588,11 @@ def _check_run_count(config: dict[str, Any], source: str) -> None:
             for key in plan.dataset_settings(config, name)
         )
         runs += 1 + len(plan.dataset_students(config, name)) * seeds
+    runs += len(plan.tuning_runs(config))
     if runs > MAX_RUNS:
         raise SdkdError(
             f"{source}: the config asks for {runs} training runs (datasets × students × "
-            f"band settings × seeds); at most {MAX_RUNS} per config"
+            f"band settings × seeds, and the tuning runs); at most {MAX_RUNS} per config"
         )
 
 

@@ -29,9 +29,10 @@ leaves it; the Snakefile calls it too).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from sdkd.errors import SdkdError
@@ -51,6 +52,14 @@ LATENT_ONLY_SETTINGS = ("sdkd_latent", "decoupled")
 # The teacher features the bands of `decoupled` align to when its setting names none:
 # the low band to the attention path, the high band to the convolution path.
 DECOUPLED_FEATURES = ("attn_path", "conv_path")
+
+# The keys of a band setting that its `tune:` grid may search (every value it sets
+# itself, apart from the method and its seeds).
+TUNABLE_KEYS = (
+    "cutoffs", "weights", "features", "lam", "latent_weight", "output_weight",
+    "normalize_bands", "standardize_latents",
+)
+_TUPLE_KEYS = ("cutoffs", "weights", "features")
 
 # The figure manifest written beside the PNGs (sdkd.report.figures).
 MANIFEST = "figures.json"
@@ -77,10 +86,32 @@ class BandSetting:
     normalize_bands: bool
     standardize_latents: bool
     seeds: tuple[int, ...]
+    tune: dict[str, list[Any]] | None = None
 
     def values(self) -> dict[str, Any]:
         """The fields as keyword arguments (to build a subclass from a plain setting)."""
         return {f.name: getattr(self, f.name) for f in fields(BandSetting)}
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid of a tuned setting: one dict of values per point, the Cartesian product
+        of its ``tune`` lists in sorted key order (the last key varies fastest); ``[]``
+        for a setting without ``tune``."""
+        if not self.tune:
+            return []
+        keys = sorted(self.tune)
+        return [dict(zip(keys, combo, strict=True))
+                for combo in itertools.product(*(self.tune[k] for k in keys))]
+
+    def with_values(self, values: Mapping[str, Any]) -> BandSetting:
+        """This setting with ``values`` (a point of :meth:`points`, or the choice of the
+        tuning stage) in place of its own, and no grid left to search."""
+        unknown = set(values) - set(TUNABLE_KEYS)
+        if unknown:
+            raise SdkdError(f"band setting {self.key!r}: {sorted(unknown)} cannot be tuned; "
+                            f"tunable keys are {', '.join(TUNABLE_KEYS)}")
+        fixed = {k: tuple(v) if k in _TUPLE_KEYS and v is not None else v
+                 for k, v in values.items()}
+        return replace(self, tune=None, **fixed)
 
 
 def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
@@ -120,6 +151,7 @@ def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
         normalize_bands=entry.get("normalize_bands", distill["normalize_bands"]),
         standardize_latents=entry.get("standardize_latents", distill["standardize_latents"]),
         seeds=tuple(entry.get("seeds", distill["seeds"])),
+        tune={k: list(v) for k, v in entry["tune"].items()} if entry.get("tune") else None,
     )
 
 
@@ -196,6 +228,75 @@ def expected_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
                         "run_dir": f"students/{dataset}/{student}/{bs.key}/seed-{seed}",
                     })
     return runs
+
+
+# ---- the tuning stage ---------------------------------------------------------------------
+#
+# A band setting with a `tune:` grid has its values chosen inside the pipeline: one
+# student (the dataset's first) trains once per grid point with the tuning seed, the
+# point with the lowest validation MSE is written to results/tuning/{dataset}/{bands}.json,
+# and the setting's runs of every student and seed read their values from that file.
+
+
+def tuned_settings(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The band-setting keys ``dataset`` runs whose values the tuning stage chooses."""
+    return [key for key in dataset_settings(config, dataset)
+            if band_setting(config["distill"], key).tune]
+
+
+def tuning_student(config: Mapping[str, Any], dataset: str) -> str:
+    """The student the tuning stage trains on ``dataset``: the first it runs."""
+    return dataset_students(config, dataset)[0]
+
+
+def tuning_file(dataset: str, bands: str) -> str:
+    """The tuning stage's choice for one setting, relative to the results root."""
+    return f"tuning/{dataset}/{bands}.json"
+
+
+def tuning_runs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every training run of the tuning stage: ``dataset``, ``bands``, ``point`` (the
+    index into :meth:`BandSetting.points`), ``values`` (that point), ``student``,
+    ``seed`` and ``run_dir`` (``tuning/{dataset}/{bands}/point-{point}``, relative to the
+    results root)."""
+    runs = []
+    seed = int(config["tuning"]["seed"])
+    for dataset in config["datasets"]:
+        student = tuning_student(config, dataset)
+        for key in tuned_settings(config, dataset):
+            for point, values in enumerate(band_setting(config["distill"], key).points()):
+                runs.append({
+                    "dataset": dataset, "bands": key, "point": point, "values": values,
+                    "student": student, "seed": seed,
+                    "run_dir": f"tuning/{dataset}/{key}/point-{point}",
+                })
+    return runs
+
+
+def tuning_training(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """How a tuning run trains: the dataset's student block, with ``tuning.epochs`` (when
+    set) in place of its epochs."""
+    training = training_block(config, dataset, "student")
+    epochs = config["tuning"].get("epochs")
+    return training if epochs is None else {**training, "epochs": epochs}
+
+
+def tuning_spec(config: Mapping[str, Any], dataset: str, bands: str, point: int) -> dict[str, Any]:
+    """The :func:`run_spec` of one tuning run: the tuning student and seed, the setting
+    with the point's values, the tuning training block, and ``tuning_point``."""
+    setting = band_setting(config["distill"], bands)
+    points = setting.points()
+    if not 0 <= point < len(points):
+        raise SdkdError(f"band setting {bands!r} has {len(points)} tuning points "
+                        f"(0 to {len(points) - 1}), not {point}")
+    spec = run_spec(config, dataset, "student", tuning_student(config, dataset), bands,
+                    int(config["tuning"]["seed"]))
+    values = setting.with_values(points[point]).values()
+    del values["key"], values["seeds"]
+    spec["bands"] = _plain(values)
+    spec["training"] = _training_spec(tuning_training(config, dataset))
+    spec["tuning_point"] = point
+    return spec
 
 
 # ---- run identity -------------------------------------------------------------------------
@@ -392,8 +493,10 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 __all__ = [
     "DECOUPLED_FEATURES", "FIGURE_KINDS", "FREQUENCY_SETTINGS", "LATENT_ONLY_SETTINGS",
-    "MANIFEST", "RUN_KEYS", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS",
+    "MANIFEST", "RUN_KEYS", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS", "TUNABLE_KEYS",
     "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
     "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
     "identity_changes", "run_id", "run_identity", "run_spec", "split_name", "training_block",
+    "tuned_settings", "tuning_file", "tuning_runs", "tuning_spec", "tuning_student",
+    "tuning_training",
 ]

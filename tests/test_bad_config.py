@@ -256,7 +256,7 @@ CROSS_CASES = {
                                     ["evaluate.band_cutoffs", "not strictly increasing"]),
     "a run grid too large": (
         _set("distill", "settings", "none", {"seeds": list(range(6000))}),
-        ["12006 training runs", "at most 10000"]),
+        ["12010 training runs", "at most 10000"]),
     "a raw file named ..": (_file_source("/data/.."),
                             ["datasets.navier_stokes.file.path", "named '..'"]),
     "a raw file with a newline": (_file_source("/data/a\nb.h5"),

@@ -404,7 +404,7 @@ REPORT_INPUTS = [  # id, file (under results/), how it breaks, what the error sa
     ("metrics-huge", METRICS_CSV, huge, "sdkd reads at most 64 MiB"),
     ("summary-garbage", SUMMARY, lambda p: p.write_bytes(GARBAGE), "not UTF-8 text"),
     ("summary-version", SUMMARY, json_change(setting("schema_version", 1)),
-     "schema_version is 1, expected 3"),
+     "schema_version is 1, expected 4"),
     ("summary-datasets", SUMMARY, json_change(setting("datasets", [NS])),
      "datasets is ['navier_stokes'], not as `sdkd aggregate` writes it"),
     ("summary-text-number", SUMMARY, json_change(setting(f"{SUMMARY_BLOCK}.none.mse", "x")),

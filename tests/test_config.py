@@ -97,7 +97,7 @@ def _delete(path):
         (_set((*NS, "students"), ["unet-s", "resnet-s"]),
          "datasets.navier_stokes.students: 'resnet-s' is not in models.students (unet-s, unet-m)"),
         (_set((*NS, "settings"), ["none", "multi"]),
-         "datasets.navier_stokes.settings: 'multi' is not in distill.settings (none, low,"),
+         "datasets.navier_stokes.settings: 'multi' is not in distill.settings (none, sdkd_latent,"),
         (_set((*NS, "students"), []), "datasets.navier_stokes.students: [] should be non-empty"),
         (_set((*NS, "settings"), ["dual", "dual"]),
          "datasets.navier_stokes.settings: ['dual', 'dual'] has non-unique elements"),

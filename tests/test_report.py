@@ -14,12 +14,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import fake_results
 import h5py
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 from fake_results import (
@@ -36,12 +39,16 @@ from htmlpage import CHROMIUM, Page, assert_summary_matches, chromium, console_p
 from sdkd.config import validate
 from sdkd.errors import SdkdError
 from sdkd.evaluate.format import band_labels
+from sdkd.jsonfile import write_json
+from sdkd.plan import run_identity, tuning_runs, tuning_spec
 from sdkd.report.aggregate import aggregate, read_metrics
 from sdkd.report.figures import MANIFEST, make_figures
 from sdkd.report.fmt import fmt_metric, fmt_pct
 from sdkd.report.html import render_report
+from sdkd.report.powerlaw import spectral_slope
 from sdkd.report.provenance import git_commit, package_versions
 from sdkd.report.stats import paired_change
+from sdkd.tuning import choose
 
 NS, DR = "navier_stokes", "diffusion_reaction"
 STUDENT = "unet-s"
@@ -476,3 +483,78 @@ def test_chromium_renders_the_page(built, tmp_path):
         assert body.get("data-images-ok") == f"{n}/{n}"
         assert body.get("data-external-loads") == "0"
         assert body.get("data-page-overflow") == "false", width
+
+
+def test_the_tuning_search_is_shown_with_its_choice(built, tmp_path):
+    """A config whose dual is tuned: the page shows each grid point's validation MSE and
+    marks the lowest as chosen; the band-settings table names what was tuned; a tuned
+    config cannot be aggregated without its tuning files."""
+    config = copy.deepcopy(built.config)
+    config["distill"]["settings"]["dual"]["tune"] = {"weights": [[1.0, 1.0], [1.0, 10.0]]}
+    config = validate(config, source="tuned")
+    make_fake_results(tmp_path / "results", config)
+    tables = tmp_path / "tables"
+    with pytest.raises(SdkdError, match=r"dual.* is tuned: give the folder"):
+        aggregate(config, tmp_path / "results/eval", tables / "metrics.csv",
+                  tables / "summary.json")
+    tuning = tmp_path / "tuning"
+    scores = {NS: [0.5, 0.25], DR: [0.125, 0.75]}  # validation MSE of points 0 and 1
+    for run in tuning_runs(config):
+        spec = tuning_spec(config, run["dataset"], "dual", run["point"])
+        write_json(tmp_path / run["run_dir"] / "done.json",
+                   {"best_val": scores[run["dataset"]][run["point"]], "best_epoch": 3,
+                    "identity": run_identity(spec, data="x")})
+    for dataset in scores:
+        choose(config, dataset, "dual", tmp_path, tuning / dataset / "dual.json")
+    aggregate(config, tmp_path / "results/eval", tables / "metrics.csv",
+              tables / "summary.json", tuning)
+    out = render_report(config, metrics_csv=tables / "metrics.csv",
+                        summary_json=tables / "summary.json",
+                        figures_dir=built.inputs["figures_dir"], data_files=[],
+                        out=tmp_path / "report.html")
+    page = Page(out.read_text(encoding="utf-8"))
+    assert page.errors == []
+    for dataset, chosen in ((NS, "1"), (DR, "0")):
+        rows = page.rows(f"T_tuning-{dataset}")
+        assert [r["values"] for r in rows] == ["weights = 1, 1", "weights = 1, 10"]
+        assert [r["point"] for r in rows if r["chosen"] == "chosen"] == [chosen]
+        assert {r["trained as"] for r in rows} == {f"{STUDENT}, seed 1000"}
+    assert "How the tuned settings were chosen" in page.text_of(f"dataset-{NS}")
+    settings = {r["bands"]: r for r in page.rows("T_band-settings")}
+    assert settings["dual"]["tuned on validation"] == "weights"
+    assert settings["none"]["tuned on validation"] == "—"
+
+
+@pytest.mark.parametrize(("energy", "holds"), [
+    (lambda k: 3.0 * k**-4.5, True),           # a power law: the same slope in both halves
+    (lambda k: np.exp(-1.5 * k), False),       # an exponential fall-off steepens
+])
+def test_the_spectrum_slope_tells_a_power_law_from_an_exponential(energy, holds):
+    k = np.arange(46.0)
+    with np.errstate(divide="ignore"):
+        found = spectral_slope(k, np.where(k > 0, energy(k), 0.0), (64, 64))
+    assert (found.k_min, found.k_max) == (3, 16)
+    assert found.holds is holds
+    if holds:
+        assert found.slope == pytest.approx(-4.5) and found.lower == pytest.approx(-4.5)
+    else:  # d log E / d log k = -1.5 k: steeper at larger k
+        assert found.upper < found.lower - 5
+    assert spectral_slope(k[:12], energy(k[:12] + 1), (20, 28)) is None  # too small a grid
+
+
+def test_the_page_states_the_truths_spectrum_slope(built, tmp_path, monkeypatch):
+    """On the built 8 × 8 fields there is no range to fit; on 64 × 64 ones the page gives
+    the slope of the truth's spectrum (fake: 5 (1 + |k|)⁻³) and says it is a power law."""
+    assert f"slope-{NS}" not in built.page.ids
+    monkeypatch.setattr(fake_results, "GRID", 64)
+    make_fake_results(tmp_path / "results", built.config)
+    rerender(built, tmp_path / "results" / "eval", tmp_path)
+    k = np.arange(46.0)
+    found = spectral_slope(k, 5.0 * (1.0 + k) ** -3.0, (64, 64))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    paragraph = re.search(rf'<p class="spectrum-slope" id="slope-{NS}">(.*?)</p>', html, re.S)
+    text = " ".join(re.sub(r"<[^>]+>", "", paragraph[1]).split())
+    assert text.startswith(f"The truth's energy spectrum (test split) falls as "
+                           f"|k|{found.slope:.2f} over 3 ≤ |k| ≤ 16")
+    assert f"{found.lower:.2f} over the lower half" in text
+    assert "a power-law (inertial) range" in text

@@ -6,6 +6,7 @@ no results/ exist there and nothing is written into the project.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from sdkd import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (ROOT / "config").glob("*.yaml"))
-GPU_RULES = {"train_teacher", "distill", "evaluate_teacher", "evaluate_student"}
+GPU_RULES = {"train_teacher", "tune_point", "distill", "evaluate_teacher", "evaluate_student"}
 HEAVY_MODULES = ("torch", "numpy", "pandas", "matplotlib", "seaborn", "h5py", "scipy")
 
 
@@ -78,6 +79,12 @@ def expected_counts(config: dict) -> dict[str, int]:
         * sum(seeds[key] for key in block.get("settings", seeds))
         for block in config["datasets"].values()
     )
+    # a tuned setting: one tune_point job per grid point (the product of its candidate
+    # lists) and one tune job, per dataset that runs it
+    grids = {key: math.prod(len(v) for v in entry["tune"].values())
+             for key, entry in distill["settings"].items() if entry.get("tune")}
+    tuned = [grids[key] for block in config["datasets"].values()
+             for key in block.get("settings", seeds) if key in grids]
     per_dataset = ("preprocess", "train_teacher", "evaluate_teacher")
     once = ("aggregate", "figures", "report", "all")
     return {
@@ -85,6 +92,7 @@ def expected_counts(config: dict) -> dict[str, int]:
         **dict.fromkeys(per_dataset, datasets),
         "distill": students,
         "evaluate_student": students,
+        **({"tune_point": sum(tuned), "tune": len(tuned)} if tuned else {}),
         **dict.fromkeys(once, 1),
     }
 
@@ -281,7 +289,8 @@ def test_the_jobs_that_head_the_dags_chains_go_first():
     assert _rules_with(r"^\s+priority: 10$") == {"preprocess", "train_teacher"}
 
 
-SHADOW_RULES = {"train_teacher", "distill", "evaluate_teacher", "evaluate_student"}
+SHADOW_RULES = {"train_teacher", "tune_point", "distill", "evaluate_teacher",
+                "evaluate_student"}
 
 
 def test_the_shadow_switch_is_a_checked_config_key():

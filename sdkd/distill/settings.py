@@ -5,7 +5,8 @@ the method itself (``none``, ``low``, ``high``, ``dual``, ``multi``, ``sdkd_late
 ``decoupled``, ``output``, ``fitnet``) or, with ``setting:``, a named variant of one
 (``dual_c8: {setting: dual, cutoffs: [8]}``) for ablations. ``lam``, ``latent_weight``,
 ``output_weight``, ``normalize_bands``, ``standardize_latents`` and ``seeds`` default to
-the ``distill`` block's values.
+the ``distill`` block's values; a ``tune:`` grid leaves some of them to the tuning stage
+(:mod:`sdkd.tuning`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def band_setting(distill: Mapping[str, Any], key: str) -> BandSetting:
 
 
 def check_settings(distill: Mapping[str, Any]) -> None:
-    """Build every setting's loss once so a bad one fails before any training."""
+    """Build every setting's loss once, and once per point of its tuning grid, so that a
+    bad one fails before any training."""
     for key in distill["settings"]:
-        band_setting(distill, key).loss(student_channels=1, teacher_channels=1)
+        setting = band_setting(distill, key)
+        setting.loss(student_channels=1, teacher_channels=1)
+        for point, values in enumerate(setting.points()):
+            try:
+                setting.with_values(values).loss(student_channels=1, teacher_channels=1)
+            except SdkdError as exc:
+                raise SdkdError(f"{exc} (tuning point {point}: {values})") from None

@@ -51,7 +51,7 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
 (never ``null`` or ``NaN``)::
 
     {
-      "schema_version": 2,
+      "schema_version": 4,
       "runs": {"expected": int, "ok": int, "missing": int, "invalid": int},
       "consistency": [{"dataset", "run", "run_id", "check", "message"}, ...],
       "datasets": {
@@ -64,7 +64,8 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
               "settings": {"<key>": {<stats>, <gain>}, ...},
               "comparisons": [{<comparison>}, ...]
             }
-          }
+          },
+          "tuning": {"<key>": {<search>}, ...}
         }
       }
     }
@@ -102,7 +103,13 @@ Only runs with status ``ok`` count; a field that cannot be computed is left out
   ``n_pairs``, ``change_pct`` and, with two pairs or more, ``low_pct``/``high_pct``:
   the paired % change of test MSE of ``treated`` against ``baseline``.
 
-Schema version 3 added the paired figures and ``comparisons``.
+- ``tuning``: per tuned band setting of the dataset (:mod:`sdkd.tuning`), the
+  search that chose its values: ``student``, ``seed``, ``points`` (each ``point``,
+  ``values`` and ``val_mse``, the best validation MSE of its run, normalised units) and
+  ``chosen`` (the winning point's ``point``, ``values`` and ``val_mse``). Absent for a
+  dataset that tunes nothing.
+
+Schema version 3 added the paired figures and ``comparisons``, 4 ``tuning``.
 """
 
 from __future__ import annotations
@@ -129,14 +136,15 @@ from sdkd.evaluate.format import (
     read_evaluation,
 )
 from sdkd.jsonfile import read_json, shown, write_json
-from sdkd.plan import dataset_settings, expected_runs
+from sdkd.plan import dataset_settings, expected_runs, tuned_settings, tuning_file
 from sdkd.report.csvfile import first_marked_line, numbers, read_csv
 from sdkd.report.results import CHANNEL_METRICS, Results, channel_column, column_channel
 from sdkd.report.stats import paired_change
+from sdkd.tuning import read_tuning
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of summary.json; 2 added ``consistency``, 3 the paired figures and
-``comparisons``."""
+``comparisons``, 4 ``tuning``."""
 
 QUESTIONS = (("sdkd_latent", "none"), ("dual", "output"), ("decoupled", "sdkd_latent"))
 """What the study asks of each student, as (treated, baseline) methods: does the
@@ -213,15 +221,19 @@ def _none_for_teacher(frame: pd.DataFrame) -> pd.DataFrame:
 
 def aggregate(
     config: Mapping[str, Any], eval_root: str | Path, out_csv: str | Path,
-    out_summary: str | Path,
+    out_summary: str | Path, tuning_root: str | Path | None = None,
 ) -> pd.DataFrame:
     """Write ``out_csv`` (the metrics table) and ``out_summary`` (summary.json), atomically.
 
+    ``tuning_root`` (results/tuning) holds the tuning files of the config's tuned
+    settings; it is needed when there are any.
+
     Returns the table. Raises :class:`SdkdError` when ``eval_root`` holds none of the
-    expected evaluation files (nothing is written then).
+    expected evaluation files (nothing is written then), or a tuning file is missing or
+    does not belong to the config.
     """
     frame = collect(config, eval_root)
-    summary = summarize(Results(config, frame))
+    summary = summarize(Results(config, frame), read_searches(config, tuning_root))
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
     write_summary(summary, out_summary)
@@ -288,8 +300,33 @@ def _comparisons(results: Results, dataset: str, runs: pd.DataFrame) -> list[dic
     return out
 
 
-def summarize(results: Results) -> dict[str, Any]:
-    """The summary.json object of the results of a config (see the module docstring)."""
+def read_searches(
+    config: Mapping[str, Any], tuning_root: str | Path | None
+) -> dict[str, dict[str, Any]]:
+    """The tuning files of the config's tuned settings, by dataset and band key, as
+    summary.json's ``tuning`` holds them."""
+    searches: dict[str, dict[str, Any]] = {}
+    for dataset in config["datasets"]:
+        for key in tuned_settings(config, dataset):
+            if tuning_root is None:
+                raise SdkdError(f"band setting {key!r} of {dataset!r} is tuned: give the "
+                                "folder of the tuning files (--tuning-root results/tuning)")
+            path = Path(tuning_root) / tuning_file(dataset, key).removeprefix("tuning/")
+            doc = read_tuning(path, config, dataset, key)
+            searches.setdefault(dataset, {})[key] = {
+                "student": doc["student"], "seed": doc["seed"],
+                "points": [{k: p[k] for k in ("point", "values", "val_mse")}
+                           for p in doc["points"]],
+                "chosen": doc["chosen"],
+            }
+    return searches
+
+
+def summarize(
+    results: Results, searches: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The summary.json object of the results of a config (see the module docstring);
+    ``searches`` (:func:`read_searches`) are the tuning stage's, by dataset."""
     frame = results.frame
     counts = frame["status"].value_counts()
     summary: dict[str, Any] = {
@@ -329,6 +366,8 @@ def summarize(results: Results) -> dict[str, Any]:
                 block["comparisons"] = comparisons
             students[model] = block
         entry["students"] = students
+        if searches and dataset in searches:
+            entry["tuning"] = dict(searches[dataset])
         summary["datasets"][dataset] = entry
     return summary
 
@@ -345,6 +384,13 @@ _COMPARISON = {"type": "object", "required": ["treated", "baseline", "n_pairs", 
                "properties": {"treated": {"type": "string"}, "baseline": {"type": "string"},
                               "n_pairs": {"type": "integer", "minimum": 1}},
                "additionalProperties": {"type": "number"}}
+_POINT = {"type": "object", "required": ["point", "values", "val_mse"],
+          "properties": {"point": {"type": "integer", "minimum": 0},
+                         "values": {"type": "object"}, "val_mse": {"type": "number"}}}
+_SEARCH = {"type": "object", "required": ["student", "seed", "points", "chosen"],
+           "properties": {"student": {"type": "string"}, "seed": {"type": "integer"},
+                          "points": {"type": "array", "minItems": 1, "items": _POINT},
+                          "chosen": _POINT}}
 _FINDING = {"type": "object", "required": ["dataset", "run", "run_id", "check", "message"],
             "additionalProperties": False,
             "properties": {key: {"type": "string"}
@@ -365,6 +411,7 @@ SUMMARY_SCHEMA: dict[str, Any] = {
                     "properties": {"none": _STATS, "best": _BEST, "settings": {
                         "type": "object", "additionalProperties": _STATS},
                         "comparisons": {"type": "array", "items": _COMPARISON}}}},
+                "tuning": {"type": "object", "additionalProperties": _SEARCH},
             }}},
     },
 }

@@ -52,6 +52,8 @@ def _band_settings(config: Mapping[str, Any]) -> Markup:
             "normalised bands": "yes" if bs.normalize_bands else "no",
             "standardised latents": "yes" if bs.standardize_latents else "no",
             "seeds": ", ".join(str(s) for s in bs.seeds),
+            # the tuning stage's choice replaces these keys' values (Datasets: the search)
+            "tuned on validation": ", ".join(sorted(bs.tune)) if bs.tune else DASH,
             "datasets": ", ".join(runs_it) or DASH,
         })
     frame = pd.DataFrame(rows)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from sdkd.evaluate.format import band_labels
+from sdkd.evaluate.format import band_labels, spectrum
 from sdkd.report.fmt import (
     DASH,
     finite,
@@ -32,6 +32,7 @@ from sdkd.report.fmt import (
     spread_pct,
     stat_text,
 )
+from sdkd.report.powerlaw import PowerLaw, spectral_slope
 from sdkd.report.results import CHANNEL_METRICS, Results, channel_column
 from sdkd.report.tables import html_table
 
@@ -61,6 +62,15 @@ def _column(values: np.ndarray | None, n: int) -> list[str]:
     if values is None:
         return [DASH] * n
     return [fmt_metric("mse", v) for v in values]
+
+
+def _value_text(value: Any) -> str:
+    """A tuned value as the page shows it: ``1, 10`` for a list, ``yes``/``no`` for a switch."""
+    if isinstance(value, list):
+        return ", ".join(_value_text(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 class DatasetView:
@@ -188,6 +198,38 @@ class DatasetView:
         frame = pd.DataFrame(rows, columns=columns)
         return html_table(frame, f"comparisons-{self.name}",
                           numeric=["seeds paired", "MSE change (paired)", "95 % CI"])
+
+    # ---- the truth's spectrum
+
+    def spectrum_slope(self) -> PowerLaw | None:
+        """The power law of the truth's energy spectrum on the test split
+        (:mod:`sdkd.report.powerlaw`), from the first ok run's evaluation file."""
+        for _, doc in self.results.docs(self.results.runs(self.name, ok=True)):
+            found = spectrum(doc)
+            if found is not None:
+                return spectral_slope(found.k, found.truth, tuple(doc["grid"]))
+        return None
+
+    # ---- the tuning stage
+
+    def tuning_table(self) -> Markup | None:
+        """The search of each tuned setting (:mod:`sdkd.tuning`): one row per grid
+        point, its values and validation MSE, the chosen point marked."""
+        columns = ["setting", "trained as", "point", "values", "validation MSE", "chosen"]
+        rows, status = [], []
+        for key, search in self.entry.get("tuning", {}).items():
+            chosen = search["chosen"]["point"]
+            for point in search["points"]:
+                values = "; ".join(f"{name} = {_value_text(value)}"
+                                   for name, value in point["values"].items())
+                rows.append([self.label(key), f"{search['student']}, seed {search['seed']}",
+                             str(point["point"]), values, fmt_metric("mse", point["val_mse"]),
+                             "chosen" if point["point"] == chosen else ""])
+                status.append("ok")
+        if not rows:
+            return None
+        frame = pd.DataFrame(rows, columns=columns)
+        return html_table(frame, f"tuning-{self.name}", numeric=["point", "validation MSE"])
 
     # ---- the full metrics table
 

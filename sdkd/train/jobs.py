@@ -46,10 +46,18 @@ from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
 from sdkd.models import build_from_spec, build_model, model_spec
 from sdkd.models.base import Forecast, ForecastModel
-from sdkd.plan import identity_changes, run_identity, run_spec, training_block
+from sdkd.plan import (
+    identity_changes,
+    run_identity,
+    run_spec,
+    training_block,
+    tuning_spec,
+    tuning_training,
+)
 from sdkd.train.checkpoint import load_checkpoint, weights_sha256
 from sdkd.train.engine import LossFn, TrainConfig, TrainResult, fit
 from sdkd.train.lease import gpu_lease
+from sdkd.tuning import read_choice
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +224,8 @@ def distill_student(
     out_dir: str | Path,
     *,
     device: str = "auto",
+    tune_point: int | None = None,
+    tuned: str | Path | None = None,
 ) -> TrainResult:
     """Train ``student`` with band setting ``bands`` from the frozen teacher at ``teacher_path``.
 
@@ -225,13 +235,34 @@ def distill_student(
     and teacher-feature statistics, when the setting has them); the teacher only runs
     forward, under ``no_grad``, in eval mode. ``best.pt`` is chosen on the validation
     ground-truth MSE (``gt``).
+
+    A setting with a ``tune:`` grid (:mod:`sdkd.tuning`) trains either one point
+    of its grid, ``tune_point`` (a tuning run: the tuning student, seed and epochs), or,
+    with ``tuned`` (the tuning file), the values the search chose, which then join the
+    run's identity.
     """
     out_dir = Path(out_dir)
-    training = training_block(config, dataset, "student")
     setting = band_setting(config["distill"], bands)
+    if tune_point is not None:
+        spec = tuning_spec(config, dataset, bands, tune_point)
+        if (student, seed) != (spec["model"], spec["seed"]):
+            raise SdkdError(f"tuning point {tune_point} of {bands!r} trains {spec['model']} "
+                            f"with seed {spec['seed']}, not {student} with seed {seed}")
+        setting = setting.with_values(setting.points()[tune_point])
+        training = tuning_training(config, dataset)
+    else:
+        spec = run_spec(config, dataset, "student", student, bands, seed)
+        training = training_block(config, dataset, "student")
+        if setting.tune:
+            if tuned is None:
+                raise SdkdError(f"band setting {bands!r} is tuned: give its tuning file "
+                                "(--tuned results/tuning/<dataset>/<bands>.json)")
+            chosen = read_choice(tuned, config, dataset, bands)
+            setting = setting.with_values(chosen)
+            spec["bands"] |= chosen
     train_set, val_set = load_splits(config, "student", dataset, data_path)
     meta = data_meta(dataset, train_set)
-    spec, data = run_spec(config, dataset, "student", student, bands, seed), fingerprint(data_path)
+    data = fingerprint(data_path)
     teacher = None
     if setting.setting != "none":
         if teacher_path is None:

@@ -19,6 +19,9 @@ from sdkd.plan import (
     expected_runs,
     figure_plan,
     run_spec,
+    tuning_file,
+    tuning_runs,
+    tuning_spec,
 )
 
 # The sdkd steps read the config Snakemake resolved (files merged, `--config`
@@ -41,6 +44,10 @@ TEACHER = config["models"]["teacher"]
 STUDENTS = list(config["models"]["students"])
 BANDS = list(config["distill"]["settings"])
 RUNS = expected_runs(config)
+# The tuning stage (sdkd.tuning): one run per point of each tuned setting's grid,
+# and the file of each (dataset, setting) that its runs read the chosen values from.
+TUNING_RUNS = tuning_runs(config)
+TUNING_FILES = sorted({tuning_file(run["dataset"], run["bands"]) for run in TUNING_RUNS})
 # A `file` source is read where it is: its files (a glob's matches, a Zarr store's
 # files) are the preprocess job's inputs, so editing one reruns that dataset's jobs.
 try:
@@ -74,6 +81,7 @@ wildcard_constraints:
     student=_one_of(STUDENTS),
     bands=_one_of(BANDS),
     seed=r"\d+",
+    point=r"\d+",
 
 
 # What a job depends on, as Snakemake's params rerun trigger sees it: canonical JSON
@@ -103,6 +111,56 @@ def student_spec(wildcards):
             int(wildcards.seed),
         )
     )
+
+
+def tuning_point_spec(wildcards):
+    return canonical_json(
+        tuning_spec(config, wildcards.dataset, wildcards.bands, int(wildcards.point))
+    )
+
+
+def tuning_point_runs(wildcards):
+    """The done.json of every tuning run of one (dataset, setting)."""
+    return [
+        f"results/{run['run_dir']}/done.json"
+        for run in TUNING_RUNS
+        if (run["dataset"], run["bands"]) == (wildcards.dataset, wildcards.bands)
+    ]
+
+
+def tuning_point_run(wildcards, field):
+    """One field (student, seed) of the tuning run {dataset}/{bands}/point-{point}."""
+    for run in TUNING_RUNS:
+        if (run["dataset"], run["bands"], str(run["point"])) == (
+            wildcards.dataset,
+            wildcards.bands,
+            wildcards.point,
+        ):
+            return run[field]
+    raise ValueError(f"no tuning run {wildcards.dataset}/{wildcards.bands}/{wildcards.point}")
+
+
+def tuned_choice(wildcards):
+    """The tuning file a tuned setting's runs read their values from (none: untuned)."""
+    path = tuning_file(wildcards.dataset, wildcards.bands)
+    return [f"results/{path}"] if path in TUNING_FILES else []
+
+
+def tuned_option(wildcards, input):
+    """`--tuned <tuning file>` for a tuned setting, else nothing."""
+    return ["--tuned", input.tuned] if input.tuned else []
+
+
+def tuning_results(wildcards):
+    """Every tuning file: the summary shows each search."""
+    return [f"results/{path}" for path in TUNING_FILES]
+
+
+def tuning_root_option(wildcards, input):
+    """`--tuning-root results/tuning` when the config tunes a setting, else nothing."""
+    if not input.tuning:
+        return []
+    return ["--tuning-root", _root(input.tuning[0], TUNING_FILES[0].removeprefix("tuning/"))]
 
 
 def raw_path(wildcards):

@@ -3,6 +3,7 @@ rule distill:
     input:
         data="results/data/{dataset}.h5",
         teacher=teacher_for_setting,
+        tuned=tuned_choice,
     output:
         # Declared and undeclared (last.pt) files as in train_teacher.smk.
         best="results/students/{dataset}/{student}/{bands}/seed-{seed}/best.pt",
@@ -27,9 +28,10 @@ rule distill:
         config=CONFIG_FILE,
         run=lambda w, output: os.path.dirname(output.done),
         teacher=teacher_checkpoint,
+        tuned=tuned_option,
         spec=student_spec,
     shell:
         "sdkd --threads {threads:q} distill --config {params.config:q}"
         " --dataset {wildcards.dataset:q} --data {input.data:q} {params.teacher:q}"
-        " --student {wildcards.student:q} --bands {wildcards.bands:q}"
+        " {params.tuned:q} --student {wildcards.student:q} --bands {wildcards.bands:q}"
         " --seed {wildcards.seed:q} --out {params.run:q} > {log:q} 2>&1"

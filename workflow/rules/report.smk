@@ -10,6 +10,7 @@ rule aggregate:
     """All evaluation files → one table (a row per expected run) and the headline numbers."""
     input:
         evals=evaluation_files,
+        tuning=tuning_results,
     output:
         table=report(
             "results/tables/metrics.csv",
@@ -27,9 +28,10 @@ rule aggregate:
     params:
         config=CONFIG_FILE,
         eval_root=eval_root,
+        tuning_root=tuning_root_option,
     shell:
         "sdkd aggregate --config {params.config:q} --eval-root {params.eval_root:q}"
-        " --out {output.table:q} --summary {output.summary:q} > {log:q} 2>&1"
+        " {params.tuning_root:q} --out {output.table:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule figures:
