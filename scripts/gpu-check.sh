@@ -24,17 +24,26 @@ trap 'rm -rf "$private"' EXIT
 shopt -s nullglob
 wheels=("${SDKD_WHEELS:-$root/.whl}"/*.whl)
 if ((${#wheels[@]})); then
-  if ! "$py" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
-      --target "$private/site" "${wheels[@]}"; then
-    # No pip in the image's environment (uv makes venvs without it), or pip failed: a
-    # wheel is a zip of what goes into site-packages, less its .data/ folder (only
-    # greenlet's C headers here), so unpacking it is the install --no-deps --target does.
-    echo "gpu-check: pip install failed; unpacking the wheels instead" >&2
+  if "$py" -m pip --version > /dev/null 2>&1; then
+    # pip checks every wheel's tags before installing any: a wrong Python installs nothing
+    "$py" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
+      --target "$private/site" "${wheels[@]}" || echo "gpu-check: installing the wheels failed" >&2
+  else
+    # No pip in the image's environment (uv makes venvs without it): a wheel is a zip of
+    # what goes into site-packages, less its .data/ folder (only greenlet's C headers
+    # here), so unpacking it is what `pip install --no-deps --target` does. Like pip, it
+    # refuses the lot when a binary wheel is for another Python.
+    echo "gpu-check: no pip for $py; unpacking the wheels" >&2
     "$py" - "$private/site" "${wheels[@]}" <<'UNPACK' || echo "gpu-check: unpacking failed" >&2
 import sys
 import zipfile
+from pathlib import Path
 
 target, *wheels = sys.argv[1:]
+tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+wrong = [w for w in wheels if not Path(w).name.endswith("-none-any.whl") and f"-{tag}-" not in w]
+if wrong:
+    sys.exit(f"wheels for another Python than {tag}: {', '.join(Path(w).name for w in wrong)}")
 for wheel in wheels:
     with zipfile.ZipFile(wheel) as z:
         z.extractall(target, [n for n in z.namelist() if not n.split("/")[0].endswith(".data")])

@@ -41,7 +41,8 @@ def gpu_check():
 @pytest.mark.slow
 def test_dry_run_of_every_part_reports_every_figure(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable}
+    # no wheels: this environment has the packages (a local .whl/ is for the GPU's Python)
+    env = {**os.environ, "PYTHON": sys.executable, "SDKD_WHEELS": str(tmp_path / "none")}
     result = subprocess.run(["bash", "scripts/gpu-check.sh", str(out), "--dry"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=400, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
