@@ -17,6 +17,12 @@ matmul FLOP/s and computes, in the same run, the ratios the issue targets:
 - each ``m`` student's peak training memory ÷ the teacher's (target ≤ 0.25);
 - the teacher's training FLOP/s ÷ the matmul FLOP/s (target ≥ 0.25 on CPU).
 
+On CUDA the teacher's model FLOP utilisation is given twice, named for its divisor:
+``mfu_vs_measured_matmul`` (÷ the bf16 matmul rate measured around the timing) and
+``mfu_vs_spec_peak`` (÷ the GPU's spec-sheet dense bf16 peak, ``_peaks.py``, or
+``--spec-peak-tflops``). Every timing record states its ``precision``: ``fp32`` on the
+CPU, ``bf16-autocast`` on CUDA (``sdkd evaluate`` times fp32 on every device).
+
 Timings are medians over ``--repeats`` timed repeats after untimed warmup. Models
 heavier than ``HEAVY_FLOPS`` forward FLOPs per sample (the paper teacher, ~31
 GFLOPs) are timed on CPU with a smaller training batch (``--heavy-batch``) and at
@@ -42,6 +48,7 @@ from typing import Any
 import torch
 from _counts import TRAIN_FLOPS_METHOD, count_pass, weights_mb
 from _host import loadavg, log, run_json, thread_env
+from _peaks import spec_peak_tflops
 from _timing import (
     forward_pass,
     host_info,
@@ -141,9 +148,16 @@ def make_infer_step(model: ForecastModel, batch: int, device: str) -> Callable[[
     return forward_pass(model, x, amp=True)
 
 
-def timing_record(times: list[float], batch: int, warmup: int, iters: int) -> dict[str, Any]:
+def precision(device: str) -> str:
+    """What the benchmark's timings on ``device`` compute in."""
+    return "fp32" if device == "cpu" else "bf16-autocast"
+
+
+def timing_record(times: list[float], batch: int, warmup: int, iters: int, device: str
+                  ) -> dict[str, Any]:
     med = statistics.median(times)
     return {
+        "precision": precision(device),
         "batch": batch,
         "warmup": warmup,
         "repeats": len(times),
@@ -254,7 +268,7 @@ def bench_device(
     if teacher:  # the machine's matmul speed right around the timing the target divides
         mm_before = matmul_flops(device, matmul_size(device, args), max(args.repeats, 5))
     t = time_calls(step, device, warmup=warmup, repeats=repeats, calls=iters)
-    out["train"] = timing_record(t, train_batch, warmup, iters)
+    out["train"] = timing_record(t, train_batch, warmup, iters, device)
     if teacher:
         mm_after = matmul_flops(device, matmul_size(device, args), max(args.repeats, 5))
         pooled = statistics.median(mm_before["all_s"] + mm_after["all_s"])
@@ -270,7 +284,7 @@ def bench_device(
     log(f"{name} [{device}] inference, batch {infer_batch}")
     t = time_calls(make_infer_step(model, infer_batch, device), device, warmup=warmup,
                    repeats=repeats, calls=iters)
-    rec = timing_record(t, infer_batch, warmup, iters)
+    rec = timing_record(t, infer_batch, warmup, iters, device)
     rec["latency_ms"] = rec["median_s"] * 1e3
     out["inference"] = rec
 
@@ -278,7 +292,7 @@ def bench_device(
     b1_iters = 1 if device == "cpu" else 20
     t = time_calls(make_infer_step(model, 1, device), device, warmup=warmup, repeats=repeats,
                    calls=b1_iters)
-    rec = timing_record(t, 1, warmup, b1_iters)
+    rec = timing_record(t, 1, warmup, b1_iters, device)
     rec["latency_ms"] = rec["median_s"] * 1e3
     out["latency_b1"] = rec
     del model
@@ -318,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n×n CPU matmul")
+    p.add_argument("--spec-peak-tflops", type=float, default=None,
+                   help="the GPU's dense bf16 spec peak (default: looked up by its name)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -350,7 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ratio_targets(
-    models: list[dict[str, Any]], device: str, matmul: dict[str, Any] | None
+    models: list[dict[str, Any]], device: str, matmul: dict[str, Any] | None,
+    spec_tflops: float | None = None,
 ) -> dict[str, Any]:
     by_name = {m["name"]: m for m in models if device in m and "error" not in m[device]}
     teachers = [n for n in by_name if by_name[n]["role"] == "teacher"]
@@ -411,7 +428,25 @@ def ratio_targets(
             * train["samples_per_s"]
             / (matmul["gflops_per_s"] * 1e9),
         }
+        if device != "cpu":
+            out["teacher_mfu"] = teacher_mfu(flops_s, matmul["gflops_per_s"], spec_tflops,
+                                             train)
     return out
+
+
+def teacher_mfu(flops_s: float, matmul_gflops: float, spec_tflops: float | None,
+                train: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's training FLOP/s as a fraction of the measured bf16 matmul rate and of
+    the GPU's spec peak (None when the peak is unknown)."""
+    return {
+        "precision": train["precision"],
+        "teacher_train_tflops_per_s": flops_s / 1e12,
+        "mfu_vs_measured_matmul": flops_s / (matmul_gflops * 1e9),
+        "measured_matmul_tflops_per_s": matmul_gflops / 1e3,
+        "mfu_vs_spec_peak": flops_s / (spec_tflops * 1e12) if spec_tflops else None,
+        "spec_peak_tflops_per_s": spec_tflops,
+        "batch": train["batch"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,7 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         doc["models"].append(rec)
 
     for device in devices:
-        doc["targets"][device] = ratio_targets(doc["models"], device, doc["matmul"].get(device))
+        spec = None
+        if device != "cpu":
+            spec, source = spec_peak_tflops(torch.cuda.get_device_name(), args.spec_peak_tflops)
+            doc["spec_peak"] = {"bf16_dense_tflops_per_s": spec, "source": source}
+        doc["targets"][device] = ratio_targets(doc["models"], device,
+                                               doc["matmul"].get(device), spec)
     doc["host"]["loadavg_end"] = loadavg()
     doc["wall_s"] = time.perf_counter() - started
     print(json.dumps(doc, indent=2))

@@ -6,14 +6,18 @@ import hashlib
 
 import h5py
 import numpy as np
+import pytest
 from helpers import experiment, file_dataset, write_config
 from rawfiles import serve_directory, write_fno_mat, write_pdebench
 
+import sdkd.data.acquire as acquire_module
 from sdkd.checksum import sha256sum
 from sdkd.config import validate
 from sdkd.data.acquire import acquire
 from sdkd.data.dataset import ForecastWindows
 from sdkd.data.download import resolve
+from sdkd.errors import SdkdError
+from sdkd.train.lease import gpu_lease
 
 
 def _ns(**simulate) -> dict:
@@ -39,6 +43,30 @@ def test_simulation_is_deterministic_and_batch_independent(tmp_path):
         np.testing.assert_allclose(fa["times"][()], [0.5, 1.0, 1.5, 2.0])
         assert list(fa["frames"].attrs["channels"]) == ["vorticity"]
         assert fa.attrs["equation"] == "navier_stokes"
+
+
+def test_simulation_leases_a_gpu_unless_told_cpu(tmp_path, monkeypatch):
+    """A simulation on a GPU machine holds the lease of its GPU, so no training or
+    evaluation job runs on that GPU meanwhile; ``device: cpu`` locks nothing."""
+    monkeypatch.setenv("SDKD_FAKE_GPUS", "0")
+    monkeypatch.setenv("SDKD_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    busy = []
+    real = acquire_module._simulate
+
+    def simulate_and_probe(*args, **kwargs):
+        try:
+            with gpu_lease(timeout=0):
+                busy.append(False)
+        except SdkdError:
+            busy.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(acquire_module, "_simulate", simulate_and_probe)
+    acquire(_ns(), tmp_path / "auto.h5", name="ns", seed=3)
+    acquire(_ns(device="cpu"), tmp_path / "cpu.h5", name="ns", seed=3)
+    assert busy == [True, False]
+    with pytest.raises(SdkdError, match="no CUDA device"):
+        acquire(_ns(device="cuda"), tmp_path / "cuda.h5", name="ns", seed=3)
 
 
 def test_solver_grid_is_downsampled(tmp_path):

@@ -152,3 +152,16 @@ def test_shape_mismatch_and_non_real():
         bands.band_mse(torch.zeros(8, 8), torch.zeros(8, 9))
     with pytest.raises(SdkdError, match="real"):
         bands.split(torch.zeros(8, 8, dtype=torch.complex64))
+
+
+def test_band_energy_is_float32_under_autocast():
+    """Autocast would run the band sum (an einsum, i.e. a batched matmul) in bf16."""
+    bands = SpectralBands([4.0])
+    x = torch.randn(3, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    exact = bands.band_energy(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = bands.band_energy(x)
+        from_bf16 = bands.band_energy(x.bfloat16())
+    assert under.dtype == from_bf16.dtype == torch.float32
+    torch.testing.assert_close(under, exact, rtol=1e-6, atol=1e-7)
+    assert from_bf16.shape == exact.shape

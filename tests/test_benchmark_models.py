@@ -48,3 +48,19 @@ def test_conv_backward_costs_one_forward_per_gradient(models):
     assert corrected < raw  # its depthwise convolutions
     corrected, raw = models.train_flops_per_sample(models.make_model("unet-s"))
     assert corrected == raw  # no grouped convolutions
+
+
+def test_mfu_is_given_against_the_spec_peak_and_the_measured_matmul(models):
+    peaks = importlib.import_module("_peaks")
+    assert peaks.spec_peak_tflops("NVIDIA H200")[0] == 989.0
+    assert peaks.spec_peak_tflops("NVIDIA H100 80GB HBM3")[0] == 989.0
+    assert peaks.spec_peak_tflops("NVIDIA H100 PCIe")[0] == 756.0
+    assert peaks.spec_peak_tflops("Some GPU")[0] is None
+    assert peaks.spec_peak_tflops("Some GPU", 100.0) == (100.0, "given (--spec-peak-tflops)")
+    train = {"precision": "bf16-autocast", "batch": 64}
+    mfu = models.teacher_mfu(395e12, 790e3, 989.0, train)  # 395 TFLOP/s, matmul 790
+    assert mfu["mfu_vs_measured_matmul"] == pytest.approx(0.5)
+    assert mfu["mfu_vs_spec_peak"] == pytest.approx(395 / 989)
+    assert mfu["precision"] == "bf16-autocast"
+    assert models.teacher_mfu(1e12, 1e3, None, train)["mfu_vs_spec_peak"] is None
+    assert [models.precision(d) for d in ("cpu", "cuda")] == ["fp32", "bf16-autocast"]

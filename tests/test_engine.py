@@ -59,7 +59,7 @@ def test_fit_learns_and_writes_its_outputs(tmp_path, monkeypatch):
     assert val[-1] < 0.5 * val[0] and train[-1] < 0.5 * train[0]
     assert float(rows[0]["lr"]) == pytest.approx(1e-2)  # warmup ends at epoch 1's last step
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # cosine ends at min_lr
-    assert all(float(r["samples_per_s"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in rows)
+    assert all(float(r["samples_per_s"]) > 0 and float(r["peak_rss_mb"]) > 0 for r in rows)
     assert rows[0]["device"].startswith("cpu")
 
     best = load_checkpoint(out / "best.pt", expect={"dataset": "toy", "grid": [H, W]})
@@ -366,3 +366,50 @@ def test_sub_state_dict_extracts_a_submodule():
     assert torch.equal(student.net[0].weight, both["student"].net[0].weight)
     with pytest.raises(SdkdError, match="teacher"):
         sub_state_dict(both.state_dict(), "teacher")
+
+
+def _gpu_flags(state: dict) -> dict:
+    """``state`` (a Trainer.state()) as a GPU run would have saved it: fused AdamW, whose
+    step counters are float32 tensors on the parameters' device."""
+    optimizer = state["optimizer"]
+    for group in optimizer["param_groups"]:
+        group["fused"], group["foreach"] = True, None
+    for entry in optimizer["state"].values():
+        entry["step"] = entry["step"].to(torch.float32)
+    return state
+
+
+def test_resume_on_another_device_takes_that_devices_optimizer_flags(tmp_path):
+    """``load_state_dict`` restores ``fused`` from the checkpoint: a GPU's last.pt resumed
+    on the CPU must still run the CPU's (unfused) AdamW."""
+    x = torch.randn(4, 2, 1, H, W)
+    saved = engine.Trainer(model(), mse_loss, config(), CPU, steps_per_epoch=4)
+    saved.step(x, x)
+    fresh = engine.Trainer(model(), mse_loss, config(), CPU, steps_per_epoch=4)
+    expected = [{k: g[k] for k in ("fused", "foreach", "capturable")}
+                for g in fresh.optimizer.param_groups]
+    fresh.load_state(_gpu_flags(saved.state()), tmp_path / "last.pt")
+    assert [{k: g[k] for k in ("fused", "foreach", "capturable")}
+            for g in fresh.optimizer.param_groups] == expected
+    assert not any(g["fused"] for g in fresh.optimizer.param_groups)
+    steps = [s["step"] for s in fresh.optimizer.state.values()]
+    assert steps and all(s.device.type == "cpu" and float(s) == 1 for s in steps)
+    fresh.step(x, x)
+    assert all(float(s["step"]) == 2 for s in fresh.optimizer.state.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("first", "then"), [("cuda", "cpu"), ("cpu", "cuda")])
+def test_a_run_killed_on_one_device_resumes_on_the_other(tmp_path, monkeypatch, first, then):
+    run = tmp_path / "run"
+    cfg = config(amp=False)
+    killed_after_the_first_epoch(
+        monkeypatch, lambda: fit(model(), mse_loss, TRAIN, VAL, cfg, run,
+                                 device=torch.device(first), meta=META))
+    resumed = fit(model(), mse_loss, TRAIN, VAL, cfg, run, device=torch.device(then),
+                  meta=META)
+    assert resumed.epochs_run == cfg.epochs
+    rows = read_csv(run / "history.csv")
+    assert rows[0]["device"].startswith(first) and rows[-1]["device"].startswith(then)
+    assert all(math.isfinite(float(r["val_loss"])) for r in rows)

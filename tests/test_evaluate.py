@@ -330,3 +330,66 @@ def test_checkpoint_without_a_run_identity(runs, tmp_path):
         evaluate_run(runs["config"], "toy", runs["data"], tmp_path / "forged.pt",
                      tmp_path / "e.json", device="cpu")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_evaluation_holds_a_gpu_lease(runs, tmp_path, monkeypatch):
+    """Under ``--resources gpu=N`` an evaluation must hold a GPU like a training job: while
+    it runs, the (fake) GPU's lock is taken, so no other job can lease it."""
+    import sdkd.evaluate.run as run_module
+    from sdkd.train.lease import gpu_lease
+
+    monkeypatch.setenv("SDKD_FAKE_GPUS", "0")
+    monkeypatch.setenv("SDKD_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    held = []
+    real = run_module._evaluate
+
+    def evaluate_and_probe(*args, **kwargs):
+        with pytest.raises(SdkdError, match="all GPUs busy"), gpu_lease(timeout=0):
+            pass
+        held.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "_evaluate", evaluate_and_probe)
+    out = tmp_path / "teacher.json"
+    result = evaluate_run(runs["config"], "toy", runs["data"], runs["teacher"], out)
+    assert held == [True] and result["efficiency"]["inference"]["precision"] == "fp32"
+    with gpu_lease(timeout=0) as lease:  # released afterwards
+        assert lease.gpu_id == "0"
+
+
+def test_training_cost_names_what_peak_memory_measures(tmp_path):
+    from sdkd.evaluate.run import training_cost
+
+    def history(*rows: str) -> None:
+        (tmp_path / "history.csv").write_text("\n".join(rows) + "\n")
+
+    history("epoch,seconds,peak_rss_mb,device", "1,2.0,300,cpu (1 threads)",
+            "2,2.0,310,cpu (1 threads)")
+    cost = training_cost(tmp_path)
+    assert (cost["peak_rss_mb"], cost["peak_cuda_allocated_mb"]) == (310.0, None)
+    assert (cost["peak_memory_mb"], cost["peak_memory_measure"]) == (310.0, "rss")
+    # a run resumed from the CPU onto a GPU: the GPU figure is the headline
+    history("epoch,seconds,peak_rss_mb,peak_cuda_allocated_mb,device",
+            "1,2.0,300,,cpu (1 threads)", "2,1.0,,900,cuda:0 (NVIDIA H200)")
+    cost = training_cost(tmp_path)
+    assert (cost["peak_memory_mb"], cost["peak_memory_measure"]) == (900.0, "cuda_allocated")
+    assert cost["peak_rss_mb"] == 300.0
+    # an older history's one column means what its device measured
+    history("epoch,seconds,peak_memory_mb,device", "1,2.0,800,cuda:0 (NVIDIA H200)")
+    cost = training_cost(tmp_path)
+    assert (cost["peak_cuda_allocated_mb"], cost["peak_rss_mb"]) == (800.0, None)
+    assert cost["peak_memory_measure"] == "cuda_allocated"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluation_on_a_leased_gpu_matches_the_cpu(runs, tmp_path, monkeypatch):
+    monkeypatch.delenv("SDKD_FAKE_GPUS", raising=False)
+    monkeypatch.setenv("SDKD_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    gpu = evaluate_run(runs["config"], "toy", runs["data"], runs["student"],
+                       tmp_path / "gpu.json")
+    cpu = runs["evaluations"]["student"][1]
+    assert gpu["efficiency"]["inference"]["device"].startswith("cuda")
+    # convolutions may run in TF32 on the GPU (cuDNN's default)
+    assert gpu["metrics"]["mse"] == pytest.approx(cpu["metrics"]["mse"], rel=1e-2)
+    assert list((tmp_path / "locks").glob("gpu-GPU-*.lock"))

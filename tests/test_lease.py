@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -139,20 +141,98 @@ def test_no_gpu_means_cpu_and_no_locks(tmp_path, monkeypatch):
     assert not locks.exists()
 
 
-def test_locks_are_keyed_by_physical_id(tmp_path, monkeypatch):
-    """With CUDA_VISIBLE_DEVICES=3,5 the process sees cuda:0 and cuda:1 but locks gpu-3/gpu-5."""
+@pytest.fixture
+def two_cuda_gpus(monkeypatch):
+    """torch.cuda patched to show two GPUs (this machine has none); returns a recorder of
+    ``set_device`` calls and a dict index → UUID that a test may change."""
     monkeypatch.delenv("SDKD_FAKE_GPUS", raising=False)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    uuids = {0: uuid.UUID(int=0xA0), 1: uuid.UUID(int=0xB1)}
+    current = [0]
+    calls: list[torch.device] = []
+
+    def set_device(device):
+        device = torch.device("cuda", device) if isinstance(device, int) else device
+        calls.append(device)
+        current[0] = device.index
+
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert lease_module.candidates() == [("3", torch.device("cuda", 0)),
-                                         ("5", torch.device("cuda", 1))]
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(uuid=uuids[i], name="Fake GPU"))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    return calls, uuids
+
+
+def test_locks_are_keyed_by_gpu_uuid(tmp_path, monkeypatch, two_cuda_gpus):
+    """With CUDA_VISIBLE_DEVICES=3,5 the process sees cuda:0 and cuda:1 and locks the files
+    of their UUIDs; each may also be asked for by its visible entry."""
+    _, uuids = two_cuda_gpus
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    keys = [f"GPU-{uuids[0]}", f"GPU-{uuids[1]}"]
+    assert lease_module.candidates() == [(keys[0], torch.device("cuda", 0)),
+                                         (keys[1], torch.device("cuda", 1))]
+    assert lease_module.candidates(["5"]) == [(keys[1], torch.device("cuda", 1))]
     locks = tmp_path / "locks"
     with (
         gpu_lease(lock_dir=locks, timeout=0) as first,
         gpu_lease(lock_dir=locks, timeout=0) as second,
     ):
-        assert (first.gpu_id, first.device) == ("3", torch.device("cuda", 0))
-        assert (second.gpu_id, second.device) == ("5", torch.device("cuda", 1))
-        assert first.lock_path == locks / "gpu-3.lock"
+        assert (first.gpu_id, first.device) == (keys[0], torch.device("cuda", 0))
+        assert (second.gpu_id, second.device) == (keys[1], torch.device("cuda", 1))
+        assert first.lock_path == locks / f"gpu-{keys[0]}.lock"
+
+
+def test_cgroup_confined_jobs_that_all_see_device_0_do_not_queue(tmp_path, monkeypatch,
+                                                                  two_cuda_gpus):
+    """Under SLURM with confined devices each job sees its own GPU as ``0``: two jobs on
+    one node, sharing the lock directory, must not wait for each other."""
+    _, uuids = two_cuda_gpus
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    locks = tmp_path / "locks"
+    with gpu_lease(lock_dir=locks, timeout=0) as job_a:
+        uuids[0] = uuid.UUID(int=0xC2)  # the other job's process: another GPU, also "0"
+        with gpu_lease(lock_dir=locks, timeout=0) as job_b:
+            assert job_a.device == job_b.device == torch.device("cuda", 0)
+            assert job_a.lock_path != job_b.lock_path
+
+
+def test_lock_key_falls_back_to_the_visible_entry_without_a_uuid(tmp_path, monkeypatch,
+                                                                  two_cuda_gpus):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(name="old torch"))
+    assert [g for g, _ in lease_module.candidates()] == ["3", "5"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert [g for g, _ in lease_module.candidates()] == ["0", "1"]
+
+
+def test_asking_for_the_cpu_touches_no_cuda_device(tmp_path, monkeypatch, two_cuda_gpus):
+    def no_cuda(i):
+        raise AssertionError("a CPU job queried a GPU (and initialised CUDA)")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_cuda)
+    with gpu_lease(gpus=[], lock_dir=tmp_path / "locks") as lease:
+        assert lease.device == torch.device("cpu") and lease.gpu_id is None
+    assert two_cuda_gpus[0] == []  # no set_device either
+
+
+def test_the_leased_gpu_is_the_current_device_while_held(tmp_path, two_cuda_gpus):
+    calls, _ = two_cuda_gpus
+    with gpu_lease(lock_dir=tmp_path / "locks", gpus=["1"], timeout=0) as lease:
+        assert calls == [torch.device("cuda", 1)]
+        assert torch.cuda.current_device() == 1
+        assert lease.device == torch.device("cuda", 1)
+    assert calls[-1] == torch.device("cuda", 0)  # the previous one, restored
+    assert torch.cuda.current_device() == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_real_gpu_lease_sets_the_device_and_keys_by_uuid(tmp_path):
+    with gpu_lease(lock_dir=tmp_path / "locks", timeout=0) as lease:
+        assert lease.device.type == "cuda"
+        assert torch.cuda.current_device() == lease.device.index
+        assert lease.gpu_id.startswith(("GPU-", "MIG-")), lease.gpu_id
+        assert torch.empty(1, device="cuda").device == lease.device  # no index → leased one

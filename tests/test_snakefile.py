@@ -25,7 +25,7 @@ from sdkd import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (ROOT / "config").glob("*.yaml"))
-GPU_RULES = {"train_teacher", "tune_point", "distill"}
+GPU_RULES = {"train_teacher", "tune_point", "distill", "evaluate_teacher", "evaluate_student"}
 HEAVY_MODULES = ("torch", "numpy", "pandas", "matplotlib", "seaborn", "h5py", "scipy")
 
 
@@ -246,7 +246,7 @@ def test_slurm_profile_maps_gpus(workdir):
         def __init__(self, res: dict[str, str]) -> None:
             self.resources = Resources(res)
 
-    for rule in ("train_teacher", "distill", "preprocess"):
+    for rule in ("train_teacher", "distill", "evaluate_student", "preprocess", "acquire"):
         jobs = resources(output, rule)
         assert jobs, f"no {rule} job in the dry run"
         for res in jobs:

@@ -82,9 +82,13 @@ def test_variant_replaces_default_config(smoke_run):
     assert config["datasets"]["navier_stokes"]["simulate"]["resolution"] == 16
 
 
-def test_one_gpu_never_runs_two_training_jobs_at_once(smoke_run):
-    spans = [_span(log) for log in _training_logs(smoke_run)]
-    assert len(spans) == 8  # 2 teachers + 2 datasets × 3 settings
+def test_one_gpu_never_runs_two_gpu_jobs_at_once(smoke_run):
+    """Training and evaluation jobs each hold `gpu=1`: an evaluation never times its model
+    beside a training job on the same GPU."""
+    evaluations = sorted((smoke_run / "results/logs/evaluate").rglob("*.log"))
+    assert len(evaluations) == 8  # one per training run
+    spans = [_span(log) for log in [*_training_logs(smoke_run), *evaluations]]
+    assert len(spans) == 16  # 2 teachers + 2 datasets × 3 settings, and their evaluations
     for a, b in itertools.combinations(spans, 2):
         assert not _overlap(a, b)
 

@@ -16,7 +16,7 @@ from sdkd.train import TrainConfig, runfolder
 T, C, H, W = 2, 1, 8, 8
 CPU = torch.device("cpu")
 COLUMNS = ["epoch", "train_loss", "val_loss", "train_mse", "train_mae", "val_mse", "val_mae",
-           "lr", "seconds", "samples_per_s", "peak_memory_mb", "device"]
+           "lr", "seconds", "samples_per_s", "peak_rss_mb", "device"]
 
 
 class Tiny(nn.Module):

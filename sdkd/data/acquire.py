@@ -10,6 +10,7 @@ of batches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -26,6 +27,7 @@ from sdkd.data import diffusion_reaction, navier_stokes
 from sdkd.data.limits import DEFAULT_MAX_GIB, FLOAT32, h5_output, trajectory_chunks
 from sdkd.data.sources import is_weatherbench, open_source
 from sdkd.errors import SdkdError
+from sdkd.train.lease import Lease, gpu_lease
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,17 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)
+
+
+def simulation_device(choice: str) -> contextlib.AbstractContextManager[Lease]:
+    """Where to integrate, held for the simulation's length: ``cpu`` as is; ``auto`` and
+    ``cuda`` lease a free GPU like a training job (:func:`sdkd.train.lease.gpu_lease`;
+    ``auto`` falls back to the CPU without one), so a simulation never runs on a GPU
+    that a training or evaluation job holds."""
+    if choice == "cpu":
+        return contextlib.nullcontext(Lease(torch.device("cpu")))
+    resolve_device(choice)  # cuda without a GPU: the error, before any lock
+    return gpu_lease()
 
 
 def _navier_stokes(
@@ -108,7 +121,12 @@ SOLVERS = {"navier_stokes": _navier_stokes, "diffusion_reaction": _diffusion_rea
 
 def simulate(sim: Mapping[str, Any], out: Path, *, seed: int) -> Path:
     """Integrate ``sim['n_trajectories']`` trajectories in batches into ``out``."""
-    device = resolve_device(sim["device"])
+    with simulation_device(sim["device"]) as lease:
+        return _simulate(sim, out, seed=seed, device=lease.device)
+
+
+def _simulate(sim: Mapping[str, Any], out: Path, *, seed: int, device: torch.device) -> Path:
+    """:func:`simulate` on a device already chosen (and leased)."""
     generator = torch.Generator().manual_seed(seed)
     solve, attrs = SOLVERS[sim["equation"]](sim, generator, device)
     n, batch_size = sim["n_trajectories"], sim["batch_size"]

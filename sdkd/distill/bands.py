@@ -127,6 +127,11 @@ def _zero_filled(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else torch.where(check_mask(mask, x), x, 0.0)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is of a lower precision (bf16/fp16 under autocast)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _per_valid_pixel(per_grid: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """A mean over the (H, W) grid of a zero-filled field → the mean over its valid pixels."""
     if mask is None:
@@ -285,16 +290,21 @@ class SpectralBands:
     def band_energy(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Energy per pixel of each band, (…, H, W) → (K, …): mean over (H, W) of x_b².
 
+        Computed in float32 at least, also under autocast (bf16/fp16 inputs are upcast).
         Σ_b band_energy(x)_b = mean(x²) over the grid (Parseval; no inverse FFT). With
         ``mask`` (bool (H, W), True on valid pixels) ``x`` is zero-filled outside it and
         the energy is per valid pixel, so the bands sum to mean(x²) over the valid pixels
         (see the module docstring).
         """
-        x = _zero_filled(self._check_field(x), mask)
+        x = _zero_filled(_at_least_float32(self._check_field(x)), mask)
         h, w = x.shape[-2:]
         power = self._power(x)
         weighted = self.weighted_masks(h, w, x.device, power.dtype)
-        return _per_valid_pixel(torch.einsum("khw,...hw->k...", weighted, power), mask)
+        # Autocast runs einsum (a batched matmul) in bf16 on a GPU: band energies, the
+        # divisors of normalised band losses, would keep 3 significant digits.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            energy = torch.einsum("khw,...hw->k...", weighted, power)
+        return _per_valid_pixel(energy, mask)
 
     def band_mse(
         self, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None

@@ -31,6 +31,7 @@ numbers, the PSNR of a perfect forecast or the SSIM on grids under 11 px, become
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -65,6 +66,7 @@ from sdkd.jsonfile import read_bounded
 from sdkd.models import build_from_spec, count_parameters, flops_per_sample
 from sdkd.models.base import ForecastModel
 from sdkd.train.checkpoint import load_checkpoint, sub_state_dict, weights_sha256
+from sdkd.train.lease import Lease, gpu_lease
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,17 @@ alone is longer (a big model on a CPU, e.g. teacher-small at batch 16 on 2 cores
 which is then timed once. (It was 10 s, which on a CPU made the timing most of an
 evaluation's time.)"""
 
+INFERENCE_PRECISION = "fp32"
+"""The evaluation predicts, and times, in float32 with no autocast (``benchmarks/models.py``
+times bf16 autocast on a GPU, its own figure under its own name)."""
+
 # ---------------------------------------------------------------------------- helpers
 
 
 def resolve_device(choice: str | torch.device = "auto") -> torch.device:
-    """``auto`` → the current CUDA device if there is one, else the CPU; else as given."""
+    """``auto`` → the current CUDA device if there is one, else the CPU; else as given.
+
+    :func:`evaluate_run` leases a GPU for ``auto`` instead (:func:`evaluation_device`)."""
     if str(choice) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -213,11 +221,27 @@ def load_model(path: Path, expect: Mapping[str, Any], *, max_gib: float | None =
                       dict(ckpt["identity"]), weights_sha256(model.state_dict()))
 
 
+# The history's peak-memory columns → what each measures (sdkd.train.engine.peak_memory).
+# ``peak_memory_mb`` is the one column of older histories: CUDA allocated on a GPU, the
+# process's peak RSS on the CPU, so its meaning is read from the row's device.
+PEAK_MEMORY_MEASURES = {"peak_cuda_allocated_mb": "cuda_allocated", "peak_rss_mb": "rss"}
+
+
 def training_cost(run_dir: Path) -> dict[str, Any]:
     """Training device, epochs, seconds, seconds per epoch and peak memory from
-    ``run_dir/history.csv``; every value null when the file is absent or unreadable."""
+    ``run_dir/history.csv``; every value null when the file is absent or unreadable.
+
+    Peak memory (MiB, the largest epoch's) comes named for what it measures:
+    ``peak_cuda_allocated_mb`` (tensor memory on the GPU) and ``peak_rss_mb`` (the
+    process's resident set on the host), each null when no epoch measured it.
+    ``peak_memory_mb`` stays for the readers of earlier files: the GPU figure when there
+    is one, else the host's, with ``peak_memory_measure`` (``cuda_allocated``/``rss``)
+    saying which.
+    """
     cost: dict[str, Any] = {"device": None, "epochs": None, "seconds": None,
-                            "seconds_per_epoch": None, "peak_memory_mb": None}
+                            "seconds_per_epoch": None, "peak_memory_mb": None,
+                            "peak_memory_measure": None, "peak_cuda_allocated_mb": None,
+                            "peak_rss_mb": None}
     path = run_dir / "history.csv"
     if not path.is_file():
         log.info("no %s: training cost left empty", path)
@@ -226,7 +250,7 @@ def training_cost(run_dir: Path) -> dict[str, Any]:
         text = read_bounded(path, what="training history").decode("utf-8")
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
         seconds = [float(r["seconds"]) for r in rows]
-        peaks = [float(r["peak_memory_mb"]) for r in rows if r.get("peak_memory_mb")]
+        peaks = _peaks(rows)
     except (SdkdError, OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
         log.warning("%s: unreadable training history (%s); training cost left empty", path, exc)
         return cost
@@ -237,9 +261,27 @@ def training_cost(run_dir: Path) -> dict[str, Any]:
         "epochs": len(rows),
         "seconds": sum(seconds),
         "seconds_per_epoch": sum(seconds) / len(rows),
-        "peak_memory_mb": max(peaks) if peaks else None,
+        "peak_cuda_allocated_mb": peaks["cuda_allocated"],
+        "peak_rss_mb": peaks["rss"],
     }
+    for measure in ("cuda_allocated", "rss"):
+        if peaks[measure] is not None:
+            cost |= {"peak_memory_mb": peaks[measure], "peak_memory_measure": measure}
+            break
     return cost
+
+
+def _peaks(rows: list[dict[str, str]]) -> dict[str, float | None]:
+    """The largest value of each peak-memory measure over the history's rows (MiB)."""
+    values: dict[str, list[float]] = {"cuda_allocated": [], "rss": []}
+    for row in rows:
+        for column, measure in PEAK_MEMORY_MEASURES.items():
+            if row.get(column):
+                values[measure].append(float(row[column]))
+        if row.get("peak_memory_mb"):  # an older history: the device says which it was
+            measure = "cuda_allocated" if (row.get("device") or "").startswith("cuda") else "rss"
+            values[measure].append(float(row["peak_memory_mb"]))
+    return {measure: max(v) if v else None for measure, v in values.items()}
 
 
 def _sync(device: torch.device) -> None:
@@ -270,7 +312,8 @@ def inference_cost(
     model: ForecastModel, frame_shape: tuple[int, int, int], batch: int, device: torch.device,
     *, warm_batches: Collection[int] = (),
 ) -> dict[str, Any]:
-    """Latency (ms, batch 1) and throughput (samples/s at ``batch``) on ``device``.
+    """Latency (ms, batch 1) and throughput (samples/s at ``batch``) on ``device``, in
+    :data:`INFERENCE_PRECISION` (float32).
 
     ``frame_shape`` is (C, H, W). ``warm_batches``: batch sizes that the model has just
     run on ``device`` at this frame shape (the evaluation loop's batches); their warm-up
@@ -286,6 +329,7 @@ def inference_cost(
     per_batch, n_batch = _median_seconds(model, many, device, warmup[batch])
     return {
         "device": device_name(device),
+        "precision": INFERENCE_PRECISION,
         "batch": batch,
         "latency_ms": latency * 1e3,
         "samples_per_s": batch / per_batch,
@@ -318,11 +362,35 @@ def evaluate_run(
     test split, non-finite data or non-finite predictions.
     """
     started = time.perf_counter()
+    with evaluation_device(device) as lease:
+        return _evaluate(config, dataset, Path(data_path), run_dir_or_checkpoint,
+                         Path(out_path), lease.device, started)
+
+
+def evaluation_device(choice: str | torch.device = "auto"
+                      ) -> contextlib.AbstractContextManager[Lease]:
+    """Where an evaluation runs, held for its length.
+
+    ``auto`` leases a free GPU like a training job (:func:`sdkd.train.lease.gpu_lease`),
+    so evaluations under ``--resources gpu=N`` never share a GPU with a training job or
+    with each other, and their latency and throughput are not measured under
+    contention; without a GPU it is the CPU. An explicit ``cpu`` or ``cuda[:N]`` is
+    used as given, without a lease.
+    """
+    if str(choice) == "auto":
+        return gpu_lease()
+    return contextlib.nullcontext(Lease(resolve_device(choice)))
+
+
+def _evaluate(
+    config: Mapping[str, Any], dataset: str, data_path: Path,
+    run_dir_or_checkpoint: str | os.PathLike[str], out_path: Path, device: torch.device,
+    started: float,
+) -> dict[str, Any]:
+    """:func:`evaluate_run` on a device already chosen (and leased)."""
     settings = config["evaluate"]
     batch_size = int(settings["batch_size"])
-    data_path, out_path = Path(data_path), Path(out_path)
     ckpt_path = resolve_checkpoint(run_dir_or_checkpoint)
-    device = resolve_device(device)
 
     if not data_path.is_file():
         raise SdkdError(f"{data_path}: dataset file not found; run sdkd preprocess")

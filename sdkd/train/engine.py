@@ -99,6 +99,9 @@ from sdkd.train.runfolder import LAST, RunFolder
 
 log = logging.getLogger(__name__)
 
+# Optimizer param-group keys that choose an implementation for a device, not the maths.
+_DEVICE_FLAGS = ("fused", "foreach", "capturable")
+
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Mapping[str, Tensor]]]
 
 
@@ -242,7 +245,7 @@ def fit(
             improved = progress.record(
                 trainer.term_names, train_means, val_means, monitor, lr=trainer.epoch_lr,
                 seconds=time.perf_counter() - t0, samples_per_s=seen / train_seconds,
-                peak_memory_mb=_peak_memory_mb(device), device=trainer.device_name,
+                **peak_memory(device), device=trainer.device_name,
             )
             _commit(folder, progress, trainer, improved, cfg)
 
@@ -279,6 +282,10 @@ class Trainer:
             lr=cfg.lr,
             fused=self.device.type == "cuda",
         )
+        # What this device wants of the optimizer's implementation; a checkpoint's
+        # param groups carry the flags of the device it was saved on (load_state).
+        self._device_flags = [{k: g[k] for k in _DEVICE_FLAGS if k in g}
+                              for g in self.optimizer.param_groups]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(steps_per_epoch, cfg))
         self.loss_fn = torch.compile(loss_fn) if cfg.compile else loss_fn
@@ -346,7 +353,27 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise SdkdError(f"checkpoint {where}: does not fit this model/optimizer ({exc})"
                             ) from None
+        self._restore_device_flags()
         set_rng_state(ckpt["rng"], self.device)
+
+    def _restore_device_flags(self) -> None:
+        """Give the loaded optimizer this device's implementation flags back.
+
+        ``load_state_dict`` restores ``fused``/``foreach``/``capturable`` from the
+        checkpoint, so a ``last.pt`` written on a GPU would resume on the CPU with fused
+        AdamW (an error on older torch) and one written on the CPU would resume on a GPU
+        unfused. The step counters follow: fused and capturable AdamW keep them on the
+        parameter's device, the others on the host.
+        """
+        for group, flags in zip(self.optimizer.param_groups, self._device_flags, strict=True):
+            group.update(flags)
+            on_device = bool(group.get("fused") or group.get("capturable"))
+            for param in group["params"]:
+                state = self.optimizer.state.get(param, {})
+                step = state.get("step")
+                if isinstance(step, Tensor):
+                    where = param.device if on_device else torch.device("cpu")
+                    state["step"] = step.to(device=where, dtype=torch.float32)
 
 
 @dataclass
@@ -578,12 +605,18 @@ def _device_name(device: torch.device) -> str:
     return f"{device} ({torch.get_num_threads()} threads)"
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak allocated this epoch. CPU: the process's peak resident set size so far."""
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """This epoch's peak memory in MiB, named for what it measures (two different things).
+
+    CUDA: ``peak_cuda_allocated_mb``, the peak of tensor memory allocated on the device
+    this epoch (``torch.cuda.max_memory_allocated``; the caching allocator reserves
+    more). CPU: ``peak_rss_mb``, the process's peak resident set size so far (all host
+    memory: Python, torch, the data), which never decreases.
+    """
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return {"peak_cuda_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes vs KiB
+    return {"peak_rss_mb": rss / 2**20 if sys.platform == "darwin" else rss / 2**10}
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:

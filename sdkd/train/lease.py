@@ -1,14 +1,29 @@
-"""Lease one GPU for the length of a training job, with lock files.
+"""Lease one GPU for the length of a job (training, evaluation, simulation), with lock files.
 
 Snakemake's ``--resources gpu=N`` limits how many GPU jobs run at once but does not say
 *which* GPU each job gets. :func:`gpu_lease` makes jobs on one machine pick different
-GPUs: each GPU has a lock file ``gpu-<id>.lock`` in a shared lock directory, and a job
+GPUs: each GPU has a lock file ``gpu-<key>.lock`` in a shared lock directory, and a job
 holds an exclusive ``fcntl.flock`` on the file of the GPU it uses.
 
-- ``<id>`` is the *physical* id: the ``CUDA_VISIBLE_DEVICES`` entry of the GPU when that
-  variable is set (an index, or a ``GPU-…``/``MIG-…`` UUID), else the CUDA index. Inside
-  the process the device is ``cuda:<position in the visible list>``; two processes with
-  the same visible list therefore contend on the same files, whatever index they use.
+- ``<key>`` names the *physical* GPU: ``GPU-<uuid>``, the UUID CUDA reports for it
+  (``torch.cuda.get_device_properties(i).uuid``, the form ``nvidia-smi -L`` prints).
+  Why the UUID and not the ``CUDA_VISIBLE_DEVICES`` entry: under SLURM with
+  cgroup-confined devices every job sees its one GPU as ``0``, so with a lock directory
+  shared by a node's jobs (the default, in ``/tmp``) keying by the entry would make all
+  jobs of the node queue on ``gpu-0.lock`` while their own GPUs sit idle; the UUID is
+  the same GPU's in every process, whatever it is called there. Locking is kept (rather
+  than skipped when a scheduler isolates devices) because ``snakemake --resources gpu=N``
+  on a workstation has no scheduler to do it; under SLURM the lease of a job's only GPU
+  is free at once. When torch reports no UUID (older torch, fake GPUs) the key falls
+  back to the ``CUDA_VISIBLE_DEVICES`` entry (an index, or a ``GPU-…``/``MIG-…`` UUID),
+  else the CUDA index. Inside the process the device is ``cuda:<position in the visible
+  list>``.
+- ``gpus`` (of :func:`candidates` and :func:`gpu_lease`) may name a GPU by its key or by
+  its ``CUDA_VISIBLE_DEVICES`` entry (index).
+- While the lease is held the leased GPU is the process's current CUDA device
+  (``torch.cuda.set_device``), so calls without an index (a DataLoader's pin-memory
+  thread, ``torch.cuda.synchronize()``, ``.cuda()``) do not create a context on GPU 0 of
+  a multi-GPU node; the previous current device is restored on release.
 - The first free GPU (in visible order) is taken. When all are held the lease waits,
   polling every ``poll`` seconds, until one frees or ``timeout`` seconds pass
   (:class:`SdkdError`); ``timeout=None`` waits as long as it takes.
@@ -57,8 +72,9 @@ _WAIT_LOG_EVERY = 600.0  # seconds between "still waiting" messages
 class Lease:
     """A leased GPU (or the CPU).
 
-    ``device`` is what to train on; ``gpu_id`` is the physical id whose lock is held
-    (``None`` on the CPU); with fake GPUs ``device`` is the CPU and ``gpu_id`` is set.
+    ``device`` is what to run on; ``gpu_id`` is the key of the GPU whose lock is held
+    (``GPU-<uuid>``, see the module docstring; ``None`` on the CPU); with fake GPUs
+    ``device`` is the CPU and ``gpu_id`` is set.
     """
 
     device: torch.device
@@ -71,30 +87,47 @@ def default_lock_dir() -> Path:
 
 
 def candidates(gpus: Sequence[str] | None = None) -> list[tuple[str, torch.device]]:
-    """The GPUs a lease may take, in order, as (physical id, device) pairs.
+    """The GPUs a lease may take, in order, as (lock key, device) pairs.
 
-    ``gpus`` restricts the choice to these physical ids (each must be visible).
+    ``gpus`` restricts the choice to these GPUs, each named by its key or its
+    ``CUDA_VISIBLE_DEVICES`` entry (each must be visible).
     """
+    if gpus is not None and not gpus:  # the CPU asked for: touch no CUDA device
+        return []
     fake = os.environ.get(FAKE_GPUS_ENV)
     if fake is not None:
-        found = [(g.strip(), torch.device("cpu")) for g in fake.split(",") if g.strip()]
+        entries = [g.strip() for g in fake.split(",") if g.strip()]
+        found = [(g, g, torch.device("cpu")) for g in entries]
     else:
         count = torch.cuda.device_count()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        entries = [v.strip() for v in visible.split(",")] if visible is not None else []
+        listed = [v.strip() for v in visible.split(",")] if visible is not None else []
         # CUDA stops at the first invalid entry, so the count bounds the list.
-        ids = entries[:count] if visible is not None else [str(i) for i in range(count)]
-        found = [(gpu, torch.device("cuda", i)) for i, gpu in enumerate(ids)]
+        entries = listed[:count] if visible is not None else [str(i) for i in range(count)]
+        found = [(_uuid_key(i) or entry, entry, torch.device("cuda", i))
+                 for i, entry in enumerate(entries)]
     if gpus is None:
-        return found
-    by_id = dict(found)
-    missing = [str(g) for g in gpus if str(g) not in by_id]
+        return [(key, device) for key, _, device in found]
+    by_name = {name: (key, device) for key, entry, device in found for name in (key, entry)}
+    missing = [str(g) for g in gpus if str(g) not in by_name]
     if missing:
         raise SdkdError(
             f"gpus: {', '.join(missing)} not available "
-            f"(visible: {', '.join(by_id) or 'none'})"
+            f"(visible: {', '.join(key for key, _, _ in found) or 'none'})"
         )
-    return [(str(g), by_id[str(g)]) for g in gpus]
+    return [by_name[str(g)] for g in gpus]
+
+
+def _uuid_key(index: int) -> str | None:
+    """``GPU-<uuid>`` of visible CUDA device ``index``; None when torch does not say."""
+    try:
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    except (RuntimeError, AssertionError, AttributeError):  # no driver, older torch
+        return None
+    if uuid is None or not str(uuid):
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
 
 
 @contextlib.contextmanager
@@ -121,12 +154,28 @@ def gpu_lease(
     try:
         _write_holder(fd)
         log.info("leased GPU %s as %s (lock %s)", gpu, device, path)
-        yield Lease(device, gpu, path)
+        with _current_device(device):
+            yield Lease(device, gpu, path)
     finally:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _current_device(device: torch.device) -> Iterator[None]:
+    """Make a CUDA ``device`` the current one for the body; restore the previous after."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.cuda.current_device()
+    torch.cuda.set_device(device)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(RuntimeError):  # a failed device must not hide the error
+            torch.cuda.set_device(previous)
 
 
 def _acquire(

@@ -15,6 +15,11 @@ rule acquire:
     conda:
         "../envs/sdkd.yaml"
     threads: 2
+    # No `gpu` resource: a download needs none, and the SLURM plugin turns even a `gpu`
+    # of 0 into `sbatch --gpus=0`. A simulation on a GPU machine (`simulate.device` auto
+    # or cuda) leases a free GPU in `sdkd acquire` itself, like a training job, so it never
+    # shares one; under `--resources gpu=N` a training job that starts meanwhile waits for
+    # the lease of another GPU.
     resources:
         mem_mb=4000,
     params:

@@ -1,5 +1,9 @@
 # Evaluation is a few seconds of small tensor work per run: one thread per job and jobs
 # side by side use a CPU's cores better (`--set-threads evaluate_student=N` to change).
+# On a GPU machine `sdkd evaluate` leases a GPU like a training job and times the model
+# there, so each evaluation holds `gpu=1`: under `--resources gpu=N` it never runs beside
+# a training job on one GPU, where its latency and throughput would be measured under
+# contention. Without `--resources gpu=N` (a CPU machine) the resource limits nothing.
 
 
 rule evaluate_teacher:
@@ -22,6 +26,7 @@ rule evaluate_teacher:
         "../envs/sdkd.yaml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
     params:
         config=CONFIG_FILE,
@@ -53,6 +58,7 @@ rule evaluate_student:
         "../envs/sdkd.yaml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
     params:
         config=CONFIG_FILE,
