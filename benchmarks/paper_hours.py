@@ -228,7 +228,7 @@ def teacher_cache(config: Mapping[str, Any], grid: DatasetGrid) -> dict[str, Any
     with torch.device("meta"):  # only its shapes are needed
         teacher = build(config["models"]["teacher"], grid, config["models"]["teacher_overrides"])
     h, w = teacher.latent_grid(grid.height, grid.width)
-    features = max(len(band_setting(config["distill"], key)
+    features = max(len(band_setting(config["distill"], key).first_point()
                        .loss(student_channels=1, teacher_channels=1).teacher_features)
                    for key in dataset_settings(config, grid.name))
     per_window = (grid.out_steps * grid.channels * grid.height * grid.width
@@ -315,7 +315,7 @@ def setup(config: Mapping[str, Any], dplan: Mapping[str, Any], grid: DatasetGrid
         d, h, w = dplan["teacher_cache"]["feature_shape"]
         objectives = []
         for key, runs in dplan["students"][name]["runs_by_setting"].items():
-            setting = band_setting(config["distill"], key)
+            setting = band_setting(config["distill"], key).first_point()
             distilled = setting.setting != "none"
             kd = setting.loss(student_channels=model.latent_channels,
                               teacher_channels=d if distilled else 1).to(device)

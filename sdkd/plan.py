@@ -102,6 +102,11 @@ class BandSetting:
         return [dict(zip(keys, combo, strict=True))
                 for combo in itertools.product(*(self.tune[k] for k in keys))]
 
+    def first_point(self) -> BandSetting:
+        """This setting as one of its runs trains: itself, or a tuned setting with the
+        first point of its grid (for what any point of it costs)."""
+        return self.with_values(self.points()[0]) if self.tune else self
+
     def with_values(self, values: Mapping[str, Any]) -> BandSetting:
         """This setting with ``values`` (a point of :meth:`points`, or the choice of the
         tuning stage) in place of its own, and no grid left to search."""

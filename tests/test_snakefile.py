@@ -138,8 +138,8 @@ def test_dry_run_honours_a_datasets_subset(workdir):
     }
     config["datasets"]["navier_stokes"].pop("students", None)
     config["datasets"]["navier_stokes"].pop("settings", None)
-    config["datasets"]["diffusion_reaction"].update(students=["unet-m"],
-                                                    settings=["dual", "none"])
+    for name in ("diffusion_reaction", "climate"):
+        config["datasets"][name].update(students=["unet-m"], settings=["dual", "none"])
     (workdir / "subset.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(workdir, "-n", "--configfile", "subset.yaml")
     output = result.stdout + result.stderr
