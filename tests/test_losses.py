@@ -252,6 +252,24 @@ def test_normalized_bands():
     assert _kd(loss, same, t, target) == 0
 
 
+def test_equal_band_weights_make_the_cutoffs_irrelevant():
+    """Parseval: the bands partition the spectrum, so with equal weights and no band
+    normalisation sdkd_latent's terms add up to the whole-latent error, whatever the
+    cutoffs (the tuning stage found tied validation MSEs for cutoffs 1 and 2; what to
+    tune is the weights). With unequal weights the cutoff matters."""
+    s = Forecast(_tensor((B, T, C, H, W), 0), {"latent": _tensor((B, D, 8, 8), 1)})
+    t = Forecast(_tensor((B, T, C, H, W), 2), {"latent": _tensor((B, D, 8, 8), 3)})
+    target = _tensor((B, T, C, H, W), 4)
+    whole = F.mse_loss(s.features["latent"], t.features["latent"])
+    for cutoffs in ([1], [2], [3], [1, 2.5]):
+        equal = [1.0] * (len(cutoffs) + 1)
+        kd = _kd(_loss("sdkd_latent", cutoffs=cutoffs, band_weights=equal), s, t, target)
+        torch.testing.assert_close(kd, whole)
+    tilted = [_kd(_loss("sdkd_latent", cutoffs=[c], band_weights=[1.0, 10.0]), s, t, target)
+              for c in (1, 2)]
+    assert not torch.isclose(tilted[0], tilted[1])
+
+
 @pytest.mark.parametrize("setting", ["dual", "fitnet", "multi"])
 def test_latent_grid_mismatch(setting):
     loss = _loss(setting, d_s=3, d_t=6, identity=False)

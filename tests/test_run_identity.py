@@ -89,7 +89,7 @@ STUDENT_FIELDS = {
     "the dataset's student lr": _set(f"{DATA}.training", {"student": {"lr": 5e-4}}),
     "band weights": _set("distill.settings.dual.weights", [1.0, 2.0]),
     "band cutoffs": _set("distill.settings.dual.cutoffs", [1.5]),
-    "setting's lam": _set("distill.settings.dual.lam", 0.5),
+    "setting's latent weight": _set("distill.settings.dual.latent_weight", 0.5),
     "inherited lam": _set("distill.lam", 0.5),
     "inherited latent weight": _set("distill.latent_weight", 0.5),
     "inherited output weight": _set("distill.output_weight", 0.5),
