@@ -91,17 +91,17 @@ def read_tuning(
     """The tuning file of ``bands`` on ``dataset``, checked against the config: same
     dataset, setting and grid, and a chosen point that is one of the grid's."""
     doc = read_json(path, what="tuning file", hint="run the tune job first")
-    grid = band_setting(config["distill"], bands).tune
+    setting = band_setting(config["distill"], bands)
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         raise SdkdError(f"{path}: not a tuning file of format {FORMAT_VERSION}")
     if (doc.get("dataset"), doc.get("bands")) != (dataset, bands):
         raise SdkdError(f"{path}: the tuning file of {shown(doc.get('bands'))} on "
                         f"{shown(doc.get('dataset'))}, not of {bands!r} on {dataset!r}")
-    if canonical_json(doc.get("grid")) != canonical_json(grid):
+    if canonical_json(doc.get("grid")) != canonical_json(setting.tune):
         raise SdkdError(f"{path}: searched another grid than distill.settings.{bands}.tune; "
                         "rerun the tune job")
     chosen = doc.get("chosen")
-    points = band_setting(config["distill"], bands).points()
+    points = setting.points()
     point = chosen.get("point") if isinstance(chosen, dict) else None
     if (not isinstance(point, int) or not 0 <= point < len(points)
             or canonical_json(chosen.get("values")) != canonical_json(points[point])):

@@ -35,15 +35,20 @@ from sdkd.machine import cpu_model_name
 from sdkd.plan import MANIFEST, band_setting, dataset_settings, dataset_students
 from sdkd.report.aggregate import read_metrics, read_summary
 from sdkd.report.csvfile import numbers, read_csv
-from sdkd.report.fmt import DASH, fmt_pct, stat_text
+from sdkd.report.fmt import (
+    DASH,
+    PAPER_CONDITIONS,
+    PAPER_MAE_REDUCTION_PCT,
+    PAPER_MSE_REDUCTION_PCT,
+    fmt_pct,
+    stat_text,
+)
 from sdkd.report.html import read_manifest
-from sdkd.report.stats import change_verdict, has_interval
+from sdkd.report.stats import change_verdict, has_interval, interval_text
 
-# The SDKD paper's headline result, as its abstract states it (docs: "What the paper
-# states"), and what is known of its conditions.
-PAPER_CLAIM = ("the SDKD paper's abstract reports reductions of up to 81.3 % in MSE and "
-               "52.3 % in MAE on Navier–Stokes (FNO's ν = 1e-5 data, 64 × 64, by "
-               "second-hand accounts; the reference point is not stated)")
+PAPER_CLAIM = (f"the SDKD paper's abstract reports reductions of up to "
+               f"{PAPER_MSE_REDUCTION_PCT} % in MSE and {PAPER_MAE_REDUCTION_PCT} % in MAE "
+               f"on {PAPER_CONDITIONS}")
 
 START = "<!-- results:start (written by `sdkd readme-results`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -159,8 +164,7 @@ def question_rows(config: Mapping[str, Any], summary: Mapping[str, Any],
             rows.append({
                 "model": student, "question": f"{c['treated']} vs {c['baseline']}",
                 "seeds paired": str(c["n_pairs"]), "MSE change": fmt_pct(c["change_pct"]),
-                "95 % CI": (f"{fmt_pct(low)} to {fmt_pct(high)}" if has_interval(low, high)
-                            else DASH),
+                "95 % CI": interval_text(low, high),
                 "verdict": change_verdict(low, high),
             })
     return rows

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from sdkd.report.fmt import DASH, fmt_pct
+
 CONFIDENCE = 0.95
 
 
@@ -44,7 +46,7 @@ class PairedChange:
 
     @property
     def has_interval(self) -> bool:
-        return self.n_pairs > 1 and math.isfinite(self.low_pct) and math.isfinite(self.high_pct)
+        return self.n_pairs > 1 and has_interval(self.low_pct, self.high_pct)
 
     @property
     def significant(self) -> bool:
@@ -60,6 +62,11 @@ def excludes_zero(low: float, high: float) -> bool:
 def has_interval(low: float | None, high: float | None) -> bool:
     """Whether both ends of an interval are known (two paired seeds or more)."""
     return low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+
+
+def interval_text(low: float | None, high: float | None) -> str:
+    """``−30.1 % to −5.2 %``, or a dash without an interval."""
+    return f"{fmt_pct(low)} to {fmt_pct(high)}" if has_interval(low, high) else DASH
 
 
 def change_verdict(low: float | None, high: float | None) -> str:

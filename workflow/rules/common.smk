@@ -22,6 +22,7 @@ from sdkd.plan import (
     tuning_file,
     tuning_runs,
     tuning_spec,
+    tuning_student,
 )
 
 # The sdkd steps read the config Snakemake resolved (files merged, `--config`
@@ -126,18 +127,6 @@ def tuning_point_runs(wildcards):
         for run in TUNING_RUNS
         if (run["dataset"], run["bands"]) == (wildcards.dataset, wildcards.bands)
     ]
-
-
-def tuning_point_run(wildcards, field):
-    """One field (student, seed) of the tuning run {dataset}/{bands}/point-{point}."""
-    for run in TUNING_RUNS:
-        if (run["dataset"], run["bands"], str(run["point"])) == (
-            wildcards.dataset,
-            wildcards.bands,
-            wildcards.point,
-        ):
-            return run[field]
-    raise ValueError(f"no tuning run {wildcards.dataset}/{wildcards.bands}/{wildcards.point}")
 
 
 def tuned_choice(wildcards):

@@ -36,8 +36,8 @@ rule tune_point:
     params:
         config=CONFIG_FILE,
         run=lambda w, output: os.path.dirname(output.done),
-        student=lambda w: tuning_point_run(w, "student"),
-        seed=lambda w: tuning_point_run(w, "seed"),
+        student=lambda w: tuning_student(config, w.dataset),
+        seed=config["tuning"]["seed"],
         spec=tuning_point_spec,
     shell:
         "sdkd --threads {threads:q} distill --config {params.config:q}"
