@@ -43,6 +43,28 @@ def _cmd_sources(args: argparse.Namespace) -> None:
         print()
 
 
+def _cmd_models(args: argparse.Namespace) -> None:
+    import json
+
+    from sdkd.models.stats import model_table
+
+    shape = {"height": args.height, "width": args.width, "in_steps": args.in_steps,
+             "out_steps": args.out_steps, "channels": args.channels}
+    rows = model_table(**shape)
+    if args.json:
+        print(json.dumps({"input": shape, "models": rows}, indent=2))
+        return
+    print(f"{args.height}×{args.width} grid, {args.in_steps} → {args.out_steps} frames, "
+          f"{args.channels} channel(s); forward GFLOPs per sample (2 per multiply-add)")
+    table = [("model", "role", "provider", "parameters", "GFLOPs")] + [
+        (r["model"], r["role"], r["provider"], f"{r['parameters']:,}",
+         f"{r['flops_per_sample'] / 1e9:.4g}") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:  # text left-aligned, numbers right-aligned
+        print("  ".join([*(c.ljust(n) for c, n in zip(row[:3], widths[:3], strict=True)),
+                         *(c.rjust(n) for c, n in zip(row[3:], widths[3:], strict=True))]))
+
+
 def _cmd_acquire(args: argparse.Namespace) -> None:
     from sdkd.data.acquire import acquire
 
@@ -200,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     step("check-config", _cmd_check_config, "validate a config file against the schema")
     step("sources", _cmd_sources,
          "list the named public sources (size, layout, licence) `download` knows")
+
+    p = sub.add_parser("models", help="list every registered model (built-ins and plugins) "
+                       "with its parameters and FLOPs", description="list every registered "
+                       "model (built-ins and sdkd.models plugins): role, provider, parameters "
+                       "and forward FLOPs per sample for one input shape")
+    p.set_defaults(func=_cmd_models)
+    for flag, default, what in (("--height", 64, "grid height H"), ("--width", 64, "grid width W"),
+                                ("--in-steps", 10, "input frames T_in"),
+                                ("--out-steps", 10, "forecast frames T_out"),
+                                ("--channels", 1, "channels C")):
+        p.add_argument(flag, type=_at_least(1), default=default, help=f"{what} (default {default})")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
 
     p = step("raw-filename", _cmd_raw_filename, "print a dataset's raw file name")
     p.add_argument("--dataset", required=True)

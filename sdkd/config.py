@@ -231,21 +231,30 @@ def _check_grid(name: str, dataset: dict[str, Any], config: dict[str, Any], sour
 
 
 def _check_experiment(config: dict[str, Any], source: str) -> None:
-    """Model names, their overrides and band settings must resolve before any job starts."""
+    """Model names (each of its role: teacher or student), their overrides and band
+    settings must resolve before any job starts."""
     from sdkd.distill.settings import check_settings
-    from sdkd.models.registry import get_family
+    from sdkd.models.registry import get_family, model_names
 
+    # Load the plugins first: a broken one is the environment's fault, not a config key's.
+    every = model_names()
     models = config["models"]
     roles = (
-        ("teacher", [models["teacher"]], "teacher_overrides"),
-        ("students", models["students"], "student_overrides"),
+        ("teacher", "teacher", [models["teacher"]], "teacher_overrides"),
+        ("students", "student", models["students"], "student_overrides"),
     )
-    for key, names, overrides_key in roles:
+    for key, role, names, overrides_key in roles:
         for name in names:
             try:
                 family, _ = get_family(name)
             except SdkdError as exc:
                 raise SdkdError(f"{source}: models.{key}: {exc}") from None
+            if family.role != role:
+                fitting = [n for n in every if get_family(n)[0].role == role]
+                raise SdkdError(
+                    f"{source}: models.{key}: {name} is a {family.role} model; a {role} is "
+                    f"one of {', '.join(fitting)}"
+                )
             foreign = sorted(set(models[overrides_key]) - set(family.overrides))
             if foreign:
                 raise SdkdError(

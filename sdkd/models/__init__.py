@@ -9,7 +9,9 @@
 
 Families (one module each): ``teacher`` (paper / small / tiny), ``unet``, ``resnet``
 and ``mixer`` (s / m / l). See ``registry`` for names and overrides, ``base`` for
-the contract every model keeps.
+the contract every model keeps. Installed packages add families through the
+``sdkd.models`` entry-point group (``plugins``, docs/plugins.md); ``model_table`` (and
+``sdkd models``) lists every model with its parameters and FLOPs.
 """
 
 from sdkd.models.base import Forecast, ForecastModel
@@ -21,7 +23,7 @@ from sdkd.models.registry import (
     model_spec,
     register,
 )
-from sdkd.models.stats import count_parameters, flops_per_sample
+from sdkd.models.stats import count_parameters, flops_per_sample, model_table
 
 # Importing the family modules registers them (order = order of ``model_names()``).
 from sdkd.models import teacher, unet, resnet, mixer  # noqa: F401  isort: skip
@@ -36,5 +38,6 @@ __all__ = [
     "get_family",
     "model_names",
     "model_spec",
+    "model_table",
     "register",
 ]

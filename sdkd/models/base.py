@@ -21,7 +21,7 @@ the grid and the factor.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
@@ -67,8 +67,11 @@ class ForecastModel(nn.Module):
             grid (the MLP-Mixer's token-mixing MLP); ``None`` for grid-agnostic models.
         name: the registry name the model was built under (``"unet-m"``), set by
             the registry; ``None`` for a model built directly.
+        ROLE: class attribute, ``"student"`` (the default) or ``"teacher"``: whether
+            the config's ``models.students`` or ``models.teacher`` may name the family.
     """
 
+    ROLE: ClassVar[str] = "student"
     in_steps: int
     out_steps: int
     channels: int

@@ -19,6 +19,11 @@ MLP-Mixer builds its token-mixing MLP for that grid. Note that ``width`` is the
 ``model_spec(model)`` returns ``{"name": ..., "kwargs": {...}}`` (plain ints and
 floats, JSON/YAML-safe) that ``build_from_spec`` turns back into an identical
 architecture; checkpoints store it.
+
+Besides the built-in families (imported by ``sdkd.models``), installed packages may
+register families through the ``sdkd.models`` entry-point group (``plugins``); they are
+loaded the first time the registry is asked for a name, in every process, so a
+checkpoint of a plugin model rebuilds wherever the plugin is installed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,22 +42,39 @@ from sdkd.errors import SdkdError
 from sdkd.models.base import ForecastModel, check_grid_size
 
 GRID_KEYS: dict[str, type] = {"height": int, "width": int}
+ROLES = ("teacher", "student")
+# Names end up in config keys, Snakemake wildcards and result paths
+# (results/students/<dataset>/<family>-<size>/...): the config schema's pattern.
+_FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_SIZE_NAME = re.compile(r"[a-z0-9_]+")
 
 
 @dataclass(frozen=True)
 class Family:
-    """A registered model family: its class, size presets and overridable keys."""
+    """A registered model family: its class, size presets and overridable keys.
+
+    ``role`` is the class's ``ROLE`` (``"teacher"`` or ``"student"``: which of
+    ``models.teacher`` / ``models.students`` may name it). ``provider`` is who registered
+    it: ``"sdkd"`` for the built-ins, a plugin's distribution name, else the module that
+    called ``register``; ``plugin`` is the entry-point name of a plugin family (else None).
+    """
 
     name: str
     cls: type[ForecastModel]
     sizes: Mapping[str, Mapping[str, Any]]
     overrides: Mapping[str, type]
+    role: str = "student"
+    provider: str = "sdkd"
+    plugin: str | None = None
 
     def accepted(self) -> dict[str, type]:
         return {**self.overrides, **GRID_KEYS}
 
 
 _FAMILIES: dict[str, Family] = {}
+# (distribution, entry-point name) of the plugin being loaded (sdkd.models.plugins sets
+# it around each entry point), so that ``register`` can record who provides a family.
+_LOADING: tuple[str, str] | None = None
 
 M = TypeVar("M", bound=type[ForecastModel])
 
@@ -59,33 +82,55 @@ M = TypeVar("M", bound=type[ForecastModel])
 def register(family: str) -> Callable[[M], M]:
     """Class decorator: register a ``ForecastModel`` subclass as ``family``.
 
-    The class must define ``SIZES`` and ``OVERRIDES`` (see the module docstring)
-    and accept ``in_steps``, ``out_steps``, ``channels``, ``height``, ``width``
-    and every key of ``OVERRIDES`` as keyword arguments.
+    The class must define ``SIZES`` and ``OVERRIDES`` (see the module docstring),
+    may set ``ROLE`` (``"student"``, the default, or ``"teacher"``) and must accept
+    ``in_steps``, ``out_steps``, ``channels``, ``height``, ``width`` and every key of
+    ``OVERRIDES`` as keyword arguments. ``family`` is lower case (``[a-z][a-z0-9_]*``),
+    each size ``[a-z0-9_]+``: model names are config values and path components.
     """
-    if "-" in family:
-        raise ValueError(f"family name {family!r} must not contain '-'")
+    if not _FAMILY_NAME.fullmatch(family):
+        raise ValueError(f"family name {family!r} must match [a-z][a-z0-9_]* (no '-')")
 
     def decorate(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, ForecastModel)):
+            raise TypeError(f"model family {family!r}: {cls!r} is not a ForecastModel subclass")
         sizes = getattr(cls, "SIZES", None)
         overrides = getattr(cls, "OVERRIDES", None)
         if not sizes or overrides is None:
             raise TypeError(f"{cls.__name__} must define SIZES and OVERRIDES to be registered")
         for size, preset in sizes.items():
+            if not isinstance(size, str) or not _SIZE_NAME.fullmatch(size):
+                raise ValueError(f"{cls.__name__}.SIZES: size {size!r} must match [a-z0-9_]+")
             unknown = set(preset) - set(overrides)
             if unknown:
                 raise TypeError(f"{cls.__name__}.SIZES[{size!r}] sets non-overridable {unknown}")
-        if family in _FAMILIES and _FAMILIES[family].cls is not cls:
-            raise ValueError(f"model family {family!r} is already registered")
-        _FAMILIES[family] = Family(family, cls, sizes, overrides)
+        role = getattr(cls, "ROLE", "student")
+        if role not in ROLES:
+            raise ValueError(f"{cls.__name__}.ROLE is {role!r}, expected one of {ROLES}")
+        existing = _FAMILIES.get(family)
+        if existing is not None and existing.cls is not cls:
+            raise ValueError(
+                f"model family {family!r} is already registered by {existing.provider}"
+            )
+        if _LOADING is not None:
+            provider, plugin = _LOADING
+        else:
+            top = cls.__module__.split(".")[0]
+            provider, plugin = ("sdkd" if top == "sdkd" else cls.__module__), None
+        _FAMILIES[family] = Family(family, cls, sizes, overrides, role, provider, plugin)
         return cls
 
     return decorate
 
 
 def _ensure_loaded() -> None:
-    # Importing the package registers the built-in families (teacher, unet, resnet, mixer).
+    # Importing the package registers the built-in families (teacher, unet, resnet, mixer);
+    # then the installed plugins register theirs (once per process; a broken plugin raises
+    # its SdkdError here, at every call: see sdkd.models.plugins).
     import sdkd.models  # noqa: F401
+    from sdkd.models.plugins import load_plugins
+
+    load_plugins()
 
 
 def model_names() -> list[str]:
@@ -107,7 +152,8 @@ def get_family(name: str) -> tuple[Family, str]:
     family = _FAMILIES.get(family_name)
     if family is None:
         raise SdkdError(
-            f"unknown model family {family_name!r} in {name!r}; valid names: {_valid_names()}"
+            f"unknown model family {family_name!r} in {name!r}; valid names: {_valid_names()} "
+            "(a plugin's family needs its package installed; `sdkd models` lists them all)"
         )
     if size not in family.sizes:
         raise SdkdError(

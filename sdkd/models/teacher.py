@@ -104,6 +104,7 @@ def encoder_strides(n_layers: int) -> list[int]:
 class Teacher(ForecastModel):
     """SimVP-like teacher with a decoupled conv / Transformer latent evolution (module doc)."""
 
+    ROLE: ClassVar[str] = "teacher"
     SIZES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"hid_S": 64, "hid_T": 512, "N_S": 4, "N_T": 8, "heads": 8},
         "small": {"hid_S": 16, "hid_T": 128, "N_S": 3, "N_T": 4, "heads": 4},
