@@ -169,6 +169,15 @@ def _cmd_readme_results(args: argparse.Namespace) -> None:
     log.info("results block → %s", update_readme(args.readme, block))
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from sdkd.report.compare import compare_folders
+
+    text, page = compare_folders(args.a, args.b, label_a=args.label_a, label_b=args.label_b,
+                                 out=args.out, metric=args.metric)
+    print(text)
+    log.info("comparison → %s", page)
+
+
 def _cmd_raw_filename(args: argparse.Namespace) -> None:
     config = configuration.load(args.config)
     print(configuration.raw_filename(configuration.dataset_config(config, args.dataset)))
@@ -318,6 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None,
                    help="PNG in results/figures to show (default: the first gain figure)")
     p.add_argument("--date", default=None, help="date of the run (default: today)")
+
+    p = sub.add_parser("compare", help="two results folders' metrics side by side, with "
+                       "seed-spread intervals", description="compare two results folders "
+                       "(two experiments, or the results of two commits): a table on stdout "
+                       "and one self-contained HTML page (docs/compare.md)")
+    p.set_defaults(func=_cmd_compare)
+    p.add_argument("a", type=Path, metavar="A", help="the reference results folder (with "
+                   "tables/metrics.csv)")
+    p.add_argument("b", type=Path, metavar="B", help="the results folder judged against A")
+    p.add_argument("--label-a", default=None, help="name of A on the page (default: the folder)")
+    p.add_argument("--label-b", default=None, help="name of B on the page (default: the folder)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="page to write (default: B/compare.html, beside B's report.html)")
+    p.add_argument("--metric", default="mse", choices=["mse", "mae", "rmse", "rel_l2"],
+                   help="the metric of the intervals and verdicts (default: mse)")
     return parser
 
 

@@ -130,14 +130,21 @@ def test_nothing_external(built):
         assert not value.startswith("//"), (tag, name)
         if tag == "img":
             assert value.startswith("data:image/png;base64,")
-        if tag == "a" and name == "href":
-            assert value.startswith("#"), value
+        if tag == "a" and name == "href":  # in-page, or the compare page beside it
+            assert value.startswith("#") or value == "compare.html", value
     tags = {tag for tag, _ in page.tags}
     assert not tags & {"link", "iframe", "object", "embed", "base", "script"}
     css = "".join(page.styles)
     assert css.strip() and "@import" not in css
     assert "url(" not in css.replace("url(data:", "")
     assert "@font-face" not in css
+
+
+def test_the_page_tells_how_to_compare_it(built):
+    """Linked from the report: a static hint, the report rule's inputs stay as declared."""
+    assert "compare" in built.page.ids
+    assert ("a", {"href": "compare.html"}) in built.page.tags
+    assert f"sdkd compare OTHER {built.results}" in " ".join(built.text.split())
 
 
 def test_missing_and_invalid_runs_are_marked(built):

@@ -13,6 +13,8 @@
   :mod:`~sdkd.report.setup` and :mod:`~sdkd.report.provenance` (the Setup section),
   :mod:`~sdkd.report.tables` (frames → HTML) and :mod:`~sdkd.report.fmt` (numbers → text).
 - :mod:`sdkd.report.readme`: the README's Results block.
+- :mod:`sdkd.report.compare`: ``sdkd compare A B``, two results folders' metrics side
+  by side with seed-spread intervals (a terminal table and one page).
 - :mod:`sdkd.report.csvfile`: the CSV inputs (``metrics.csv``, ``history.csv``,
   benchmark TSVs), read with a size bound and checked.
 

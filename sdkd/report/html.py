@@ -28,7 +28,10 @@ every header and cell, so a name or note from a file can never become markup.
 The page
 ========
 
-1. **Header**: title, generation time, how many runs are ok, and a reading guide.
+1. **Header**: title, generation time, how many runs are ok, and a reading guide,
+   with how to compare these results with another folder's (``sdkd compare``,
+   :mod:`sdkd.report.compare`) and a relative link to its default page,
+   ``compare.html`` beside this one.
    Then, only when ``summary.json`` lists consistency findings (runs trained with
    another config, from another teacher or on other data than the rest:
    :meth:`sdkd.report.results.Results.findings`), a **warning** section
@@ -179,7 +182,8 @@ def _read_figures(figures_dir: Path, config: Mapping[str, Any]) -> list[dict[str
 # ---- the page ---------------------------------------------------------------------------
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of sdkd's pages (templates/, autoescaped, strict)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
@@ -285,7 +289,7 @@ def render_report(
                 "data files": ", ".join(str(p) for p in data_files) or DASH},
     )
     students = ", ".join(str(s) for s in config["models"]["students"])
-    page = _environment().get_template(TEMPLATE).render(
+    page = environment().get_template(TEMPLATE).render(
         title="Frequency-aligned knowledge distillation: results",
         subtitle=(f"{', '.join(names)} · teacher {config['models']['teacher']} · "
                   f"students {students}"),
@@ -298,6 +302,9 @@ def render_report(
         global_figures=[f for f in figures if f["dataset"] not in names],
         setup=setup,
         debug_checks=debug_checks,
+        # a hint, not a list of the compare pages there: those are no input of the
+        # report's Snakemake rule, so a list would go stale without a rerun
+        results_folder=str(out.parent),
     )
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -14,6 +14,14 @@ and the interval of the % change is 100 · (exp(·) − 1) of its ends. It treat
 seeds as the random draw and each run's test error (a mean over its test windows) as
 exact: the spread between seeds is what decides whether a gain is real. With one pair
 there is no interval.
+
+Two sets of runs that do not share their seeds (``sdkd compare`` of two experiments
+that ran different seeds) have no pairs: :func:`welch_change` compares them unpaired,
+by Welch's t-interval of the difference of the mean log values,
+
+    mean(log t) − mean(log b) ± t_{0.975, ν} · √(s_t²/n_t + s_b²/n_b)
+
+with the Welch–Satterthwaite degrees of freedom ν; it needs two runs a side.
 """
 
 from __future__ import annotations
@@ -97,6 +105,28 @@ def paired_change(
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / n**0.5
         low, high = mean - half, mean + half
     return PairedChange(_pct(mean), _pct(low), _pct(high), n, confidence)
+
+
+def welch_change(
+    treated: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(change, low, high) in %: the unpaired change of ``treated`` against ``baseline``
+    (module docstring), 100 · (exp(·) − 1) of the difference of mean log values and of the
+    ends of its Welch t-interval. Each sequence holds two positive values or more.
+    """
+    t, b = np.asarray(treated, dtype=float), np.asarray(baseline, dtype=float)
+    if t.ndim != 1 or b.ndim != 1 or min(len(t), len(b)) < 2:
+        raise ValueError(f"two values a side expected, got {len(t)} and {len(b)}")
+    if not (np.all(t > 0) and np.all(b > 0)):
+        raise ValueError("log values need positive values")
+    t, b = np.log(t), np.log(b)
+    var_t, var_b = float(t.var(ddof=1)) / len(t), float(b.var(ddof=1)) / len(b)
+    diff, se2 = float(t.mean() - b.mean()), var_t + var_b
+    half = 0.0  # no spread on either side: the interval is the point
+    if se2 > 0:
+        df = se2**2 / (var_t**2 / (len(t) - 1) + var_b**2 / (len(b) - 1))
+        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(se2)
+    return _pct(diff), _pct(diff - half), _pct(diff + half)
 
 
 def _pct(log_ratio: float) -> float:
