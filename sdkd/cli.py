@@ -134,6 +134,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
              result["metrics"]["ssim"] or float("nan"), args.out)
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from sdkd.predict import predict
+
+    path = predict(args.run, args.data, args.input, args.out, variable=args.variable,
+                   axes=args.axes, trajectory=args.trajectory, frame=args.frame,
+                   time=args.time, device=args.device)
+    log.info("forecast → %s", path)
+
+
 def _cmd_aggregate(args: argparse.Namespace) -> None:
     from sdkd.report.aggregate import aggregate
 
@@ -298,6 +307,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="run folder (its best.pt) or a .pt")
     p.add_argument("--out", type=Path, required=True, help="evaluation JSON to write")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+
+    # No --config: a forecast depends on the run and its data file alone.
+    p = sub.add_parser("predict", help="forecast from the last frames of a file → NetCDF",
+                       description="forecast from the last frames of a file → NetCDF "
+                       "(docs/predict.md)")
+    p.set_defaults(func=_cmd_predict)
+    p.add_argument("--run", type=Path, required=True, help="run folder (its best.pt) or a .pt")
+    p.add_argument("--data", type=Path, required=True,
+                   help="canonical HDF5 the run was trained on (statistics, grid, units)")
+    p.add_argument("--input", required=True,
+                   help="input frames: NetCDF, HDF5, Zarr, .npy, .npz, or a quoted glob")
+    p.add_argument("--variable", action="append", default=None,
+                   help="variable to read; repeat for one per channel (default: as in "
+                   "training for a file dataset, else the file's only one)")
+    p.add_argument("--axes", default=None,
+                   help="stored axis order: 'T H W', 'T C H W', 'N T H W' or 'N T C H W'")
+    p.add_argument("--trajectory", type=_at_least(0), default=0,
+                   help="trajectory of an input with an N axis (default 0)")
+    last = p.add_mutually_exclusive_group()
+    last.add_argument("--frame", type=int, default=None,
+                      help="index of the last input frame, negative from the end (default -1)")
+    last.add_argument("--time", default=None, help="ISO time stamp of the last input frame")
+    p.add_argument("--out", type=Path, required=True, help="forecast NetCDF-4 file to write")
+    p.add_argument("--device", default="auto", help="auto (a free GPU, else CPU), cpu or cuda")
 
     p = step("aggregate", _cmd_aggregate, "evaluation files → metrics.csv and summary.json")
     p.add_argument("--eval-root", type=Path, required=True, help="results/eval")

@@ -12,6 +12,17 @@ from snakerun import copy_workflow, snakemake
 from sdkd.cli import main
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, pyproject.toml): one worker per test file,
+    so that module-scoped fixtures are built once, and every test that reads the smoke
+    run on one worker, so that the session-scoped ``smoke_run`` (minutes) is built once,
+    not once per worker that needs it."""
+    for item in items:
+        reads_smoke = "smoke_run" in getattr(item, "fixturenames", ())
+        group = "smoke" if reads_smoke else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """In-process torch work on one thread.
