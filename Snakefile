@@ -1,5 +1,6 @@
 # sdkd — the one DAG: raw data → canonical HDF5 → teachers → students → evaluation →
-# tables, figures → results/report.html.
+# tables, figures → results/report.html (a named experiment's under
+# results/experiments/<name>/, see workflow/rules/common.smk).
 # Rules stay thin: each calls the `sdkd` command line with the paths given here.
 #
 #   snakemake --cores 8 --resources gpu=2                 # this machine
@@ -62,6 +63,8 @@ localrules:
     all,
 
 
+# results/report.html for the embedded default, results/experiments/<name>/report.html
+# for a named experiment (common.smk, RESULTS).
 rule all:
     input:
-        "results/report.html",
+        results("report.html"),

@@ -455,14 +455,20 @@ def part_smoke_dag(ctx: Context, timeout: float) -> dict[str, Any]:
     figures: dict[str, Any] = {"wall_s": time.monotonic() - t0, "dry_run": ctx.dry,
                                "jobs": int(jobs[1]) if jobs else None}
     if not ctx.dry:
+        import yaml
+
+        from sdkd.plan import results_root
+
+        # the smoke experiment's own folder (results/experiments/smoke), not results/
+        results = work / results_root(yaml.safe_load((work / "config/smoke.yaml").read_text()))
         devices = {}
-        for path in sorted((work / "results" / "eval").rglob("*.json")):
+        for path in sorted((results / "eval").rglob("*.json")):
             doc = json.loads(path.read_text())
-            devices[str(path.relative_to(work / "results" / "eval"))] = {
+            devices[str(path.relative_to(results / "eval"))] = {
                 "inference": doc["efficiency"]["inference"]["device"],
                 "training": doc["efficiency"]["training"]["device"]}
         figures["devices"] = devices
-        figures["report"] = (work / "results" / "report.html").is_file()
+        figures["report"] = (results / "report.html").is_file()
     return figures
 
 

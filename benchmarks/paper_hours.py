@@ -83,7 +83,7 @@ from sdkd.errors import SdkdError
 from sdkd.machine import cpu_model_name
 from sdkd.models import build_model, count_parameters
 from sdkd.models.base import ForecastModel
-from sdkd.plan import dataset_settings, expected_runs
+from sdkd.plan import dataset_settings, expected_runs, results_root
 from sdkd.train.engine import LossFn, TrainConfig, Trainer
 from sdkd.train.jobs import mse_loss, student_loss, train_config
 
@@ -545,8 +545,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--cpu-memory", action="store_true",
                    help="on CPU, measure peak memory (VmHWM) in a fresh subprocess per model")
-    p.add_argument("--data-dir", default=str(ROOT / "results" / "data"),
-                   help="canonical files of datasets whose shape the config does not give")
+    p.add_argument("--data-dir", default=None,
+                   help="canonical files of datasets whose shape the config does not give "
+                   "(default: the config's results root's data/, e.g. results/data)")
     p.add_argument("--estimate-only", action="store_true",
                    help="no timing: FLOP counts and the estimate only")
     p.add_argument("--estimate-peak-tflops", type=float, default=H100_SXM_BF16_DENSE_TFLOPS,
@@ -722,6 +723,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SdkdError("--device cuda but torch.cuda.is_available() is False")
     config = sdkd_config.load(args.config)
+    if args.data_dir is None:  # the config's own canonical files (a named experiment's)
+        args.data_dir = str(ROOT / results_root(config) / "data")
     grids = {name: dataset_grid(name, ds, Path(args.data_dir))
              for name, ds in config["datasets"].items()}
     plan = grid_plan(config, grids)

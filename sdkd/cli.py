@@ -19,6 +19,7 @@ import torch
 from sdkd import __version__
 from sdkd import config as configuration
 from sdkd.errors import SdkdError, os_error_message
+from sdkd.plan import results_root
 
 log = logging.getLogger("sdkd")
 
@@ -26,7 +27,8 @@ log = logging.getLogger("sdkd")
 def _cmd_check_config(args: argparse.Namespace) -> None:
     config = configuration.load(args.config)
     names = ", ".join(config["datasets"])
-    print(f"{args.config}: valid (datasets: {names})")
+    # where `snakemake --configfile` of it writes (sdkd.plan.results_root)
+    print(f"{args.config}: valid (datasets: {names}; results in {results_root(config)}/)")
 
 
 def _cmd_sources(args: argparse.Namespace) -> None:
@@ -173,7 +175,8 @@ def _cmd_readme_results(args: argparse.Namespace) -> None:
     from sdkd.report.readme import results_block, update_readme
 
     config = configuration.load(args.config)
-    block = results_block(config, args.results, args.readme.parent, figure=args.figure,
+    results = args.results if args.results is not None else Path(results_root(config))
+    block = results_block(config, results, args.readme.parent, figure=args.figure,
                           date=args.date)
     log.info("results block → %s", update_readme(args.readme, block))
 
@@ -353,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = step("readme-results", _cmd_readme_results,
              "write the README's Results block from a finished results tree")
-    p.add_argument("--results", type=Path, default=Path("results"),
-                   help="results folder of the run (default: results)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results folder of the run (default: the config's, results for "
+                   "the default experiment, results/experiments/<name> for a named one)")
     p.add_argument("--readme", type=Path, default=Path("README.md"),
                    help="README with the results markers (default: README.md)")
     p.add_argument("--figure", default=None,

@@ -370,8 +370,9 @@ def _check_source_block(where: str, dataset: Mapping[str, Any]) -> None:
 
 
 def _check_raw_file(name: str, dataset: dict[str, Any], source: str) -> None:
-    """The raw file's name becomes a path under resources/raw/ and a Snakemake wildcard:
-    it must be a plain, printable file name (not ``..``, not empty)."""
+    """The raw file's name becomes a path in the raw folder (:func:`sdkd.plan.raw_dir`)
+    and a Snakemake wildcard: it must be a plain, printable file name (not ``..``, not
+    empty)."""
     key = dataset["source"] if dataset["source"] != "file" else "file.path"
     if dataset["source"] == "file" and "\0" in dataset["file"]["path"]:
         raise SdkdError(f"{source}: datasets.{name}.file.path: contains a NUL character")
@@ -741,7 +742,7 @@ def write_resolved(
 
 
 def raw_filename(dataset: Mapping[str, Any]) -> str:
-    """File name of a dataset's raw data under ``resources/raw/{dataset}/``.
+    """File name of a dataset's raw data in its raw folder (:func:`sdkd.plan.raw_dir`).
 
     The Snakefile builds its acquire output from this so that downloaded files keep
     their public names (and so their checksums stay recognisable).
@@ -758,3 +759,10 @@ def raw_filename(dataset: Mapping[str, Any]) -> str:
 
         return resolve(dataset["download"]).filename
     return Path(dataset["file"]["path"]).name
+
+
+def raw_file(config: Mapping[str, Any], name: str) -> str:
+    """The raw file of acquired dataset ``name``, relative to the project:
+    ``resources/raw/<name>/<file>`` for the default experiment, the shared
+    ``resources/shared/<name>-<raw id>/<file>`` for a named one (:func:`sdkd.plan.raw_dir`)."""
+    return f"{plan.raw_dir(config, name)}/{raw_filename(config['datasets'][name])}"

@@ -21,6 +21,11 @@ seconds those imports take. The heavy modules build on it:
   :func:`run_id` names the result. The rules pass the spec as a param (a change reruns
   the job) and the job stores the identity in its checkpoints (a change restarts
   training instead of resuming): one definition decides both.
+- :func:`results_root` is the folder of an experiment's derived files (``results`` for
+  the embedded default, ``results/experiments/<name>`` for a named one), and
+  :func:`raw_dir` the folder of a dataset's raw file, keyed by :func:`raw_identity` for
+  a named experiment so that experiments share equal raw data and never overwrite
+  each other's.
 
 The config is the validated one (schema defaults filled, as ``sdkd.config.validate``
 leaves it; the Snakefile calls it too).
@@ -442,6 +447,82 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=True))
 
 
+# ---- where an experiment's files go ------------------------------------------------------
+#
+# The embedded default (config/config.yaml, no `experiment` key) writes where it always
+# has: results/ and resources/raw/<dataset>/, the paths DVC versions (dvc.yaml) and the
+# README names. A named experiment (`experiment: smoke`) writes every derived file
+# (data, teachers, tuning, students, eval, tables, figures, report.html, logs,
+# benchmarks) under results/experiments/<name>/, a tree laid out like results/ itself,
+# so every tool that takes a results folder (`sdkd readme-results --results`, `sdkd
+# compare`) takes it too. No file of the default lies under results/experiments/ (its
+# first level is a fixed set of folder names and report.html), and names are single
+# path components (the schema's pattern), so no experiment can reach the default's
+# files or another experiment's.
+#
+# Raw data of a named experiment is shared, not per experiment: it lies in
+# resources/shared/<dataset>-<raw id>/, where the raw id hashes what decides the file
+# (raw_identity). Equal identities share one file, acquired once; different ones never
+# meet. The folder is outside resources/raw/, DVC's out of the default's `data` stage,
+# so a named experiment's raw files never change what DVC hashes there. (A forced rerun
+# of a shared acquire job, `--forceall`, rewrites the file for every experiment that
+# reads it: their preprocessing runs again, and their training runs, whose identity
+# holds the data's fingerprint, are reused when the data came out the same.) Canonical
+# datasets (results/.../data/<dataset>.h5) stay per experiment: preprocessing takes
+# seconds, and the runs' identities hold the data's fingerprint anyway.
+
+RESULTS = "results"
+EXPERIMENTS = "experiments"
+RAW_ROOT = "resources/raw"
+SHARED_RAW_ROOT = "resources/shared"
+
+
+def experiment_name(config: Mapping[str, Any]) -> str | None:
+    """The config's ``experiment`` name, or None for the embedded default."""
+    return config.get("experiment")
+
+
+def results_root(config: Mapping[str, Any]) -> str:
+    """The folder of every derived file of the config's experiment, relative to the
+    project: ``results`` for the default, ``results/experiments/<name>`` for a named one.
+    Run folders (``run_dir``), evaluation files and tuning files are relative to it."""
+    name = experiment_name(config)
+    return RESULTS if name is None else f"{RESULTS}/{EXPERIMENTS}/{name}"
+
+
+def raw_identity(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """What decides the raw file of ``dataset``, as plain JSON data.
+
+    A simulation: its ``simulate`` block and its seed (the config's ``seed`` and the
+    dataset's name, from which ``sdkd acquire`` derives the generator's seed). A
+    download: its ``download`` block (which file, from where, which slice). Nothing else
+    of the config changes the file: split, strides and windows are preprocessing's,
+    ``limits`` only bound what may be read. A ``file`` source is read in place and has no
+    raw file; its identity is its ``file`` block.
+    """
+    block = config["datasets"][dataset]
+    source = block["source"]
+    identity: dict[str, Any] = {"source": source, source: _plain(block[source])}
+    if source == "simulate":
+        identity.update(dataset=dataset, seed=int(config["seed"]))
+    return identity
+
+
+def raw_folder_pattern(config: Mapping[str, Any]) -> str:
+    """The acquire rule's output folder, with Snakemake wildcards: the default's
+    ``resources/raw/{dataset}``, or ``resources/shared/{dataset}-{rawid}`` for a named
+    experiment (``rawid``: :func:`run_id` of :func:`raw_identity`)."""
+    if experiment_name(config) is None:
+        return f"{RAW_ROOT}/{{dataset}}"
+    return f"{SHARED_RAW_ROOT}/{{dataset}}-{{rawid}}"
+
+
+def raw_dir(config: Mapping[str, Any], dataset: str) -> str:
+    """The folder of the raw file of ``dataset`` (:func:`raw_folder_pattern` filled in)."""
+    return raw_folder_pattern(config).format(
+        dataset=dataset, rawid=run_id(raw_identity(config, dataset)))
+
+
 # ---- figures ------------------------------------------------------------------------------
 
 
@@ -497,11 +578,13 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
-    "DECOUPLED_FEATURES", "FIGURE_KINDS", "FREQUENCY_SETTINGS", "LATENT_ONLY_SETTINGS",
-    "MANIFEST", "RUN_KEYS", "SETTINGS", "SPEED_ONLY_TRAINING_KEYS", "TUNABLE_KEYS",
+    "DECOUPLED_FEATURES", "EXPERIMENTS", "FIGURE_KINDS", "FREQUENCY_SETTINGS",
+    "LATENT_ONLY_SETTINGS", "MANIFEST", "RAW_ROOT", "RESULTS", "RUN_KEYS", "SETTINGS",
+    "SHARED_RAW_ROOT", "SPEED_ONLY_TRAINING_KEYS", "TUNABLE_KEYS",
     "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
-    "dataset_settings", "dataset_students", "expected_runs", "figure_files", "figure_plan",
-    "identity_changes", "run_id", "run_identity", "run_spec", "split_name", "training_block",
-    "tuned_settings", "tuning_file", "tuning_runs", "tuning_spec", "tuning_student",
-    "tuning_training",
+    "dataset_settings", "dataset_students", "expected_runs", "experiment_name",
+    "figure_files", "figure_plan", "identity_changes", "raw_dir", "raw_folder_pattern",
+    "raw_identity", "results_root", "run_id", "run_identity", "run_spec", "split_name",
+    "training_block", "tuned_settings", "tuning_file", "tuning_runs", "tuning_spec",
+    "tuning_student", "tuning_training",
 ]

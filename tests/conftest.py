@@ -49,7 +49,9 @@ def sdkd_cli(capsys):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """A folder where the whole smoke DAG has run, once per test session.
+    """A folder where the whole smoke DAG has run, once per test session: its files
+    lie in the smoke experiment's folders, ``snakerun.SMOKE_RESULTS``
+    (results/experiments/smoke) and resources/shared/.
 
     Tests may read it, never change it: a test that reruns or edits works on
     ``copy_of_smoke``.

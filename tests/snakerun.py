@@ -10,7 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from sdkd.plan import results_root
+
 ROOT = Path(__file__).resolve().parents[1]
+# Where a run of config/smoke.yaml writes, relative to its working folder: the smoke
+# experiment's own folder (results/experiments/smoke), never the default's results/.
+SMOKE_RESULTS = results_root(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()))
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -38,6 +45,20 @@ def copy_workflow(work: Path) -> Path:
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, work / name)
     return work
+
+
+def trimmed_smoke() -> dict:
+    """config/smoke.yaml cut to a default experiment for tests that need one: no
+    `experiment` name (so it writes results/ and resources/raw/, the default's paths),
+    one dataset, the settings none and dual, one epoch each."""
+    smoke = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    del smoke["experiment"]
+    del smoke["datasets"]["diffusion_reaction"]
+    smoke["distill"]["settings"] = {key: smoke["distill"]["settings"][key]
+                                    for key in ("none", "dual")}
+    for role in ("teacher", "student"):
+        smoke["training"][role]["epochs"] = 1
+    return smoke
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import pytest
 import yaml
+from snakerun import trimmed_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -357,6 +358,12 @@ def test_a_moved_out_is_detected(dvc_yaml, dry_runs):
     assert any("written by stage evaluate but declared by report" in p for p in problems), problems
 
 
+def test_the_params_file_is_the_default_experiment():
+    """DVC's outs are the default's paths (results/, resources/raw/): the params file
+    names no experiment, whose files would go to results/experiments/<name>/ instead."""
+    assert "experiment" not in yaml.safe_load((ROOT / PARAMS_FILE).read_text())
+
+
 def test_docs_give_the_after_pull_command():
     assert AFTER_PULL in (ROOT / "docs/dvc.md").read_text()
 
@@ -407,15 +414,10 @@ def test_repro_push_pull_round_trip(tmp_path, dvc_yaml):
     (repo / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy2(ROOT / ".dvc" / name, repo / ".dvc" / name)
-    # The smoke grid cut to one dataset and two settings: versioning, not the grid, is
-    # under test, and every job of the DAG runs here once more.
-    smoke = yaml.safe_load((repo / "config/smoke.yaml").read_text())
-    del smoke["datasets"]["diffusion_reaction"]
-    smoke["distill"]["settings"] = {key: smoke["distill"]["settings"][key]
-                                    for key in ("none", "dual")}
-    for role in ("teacher", "student"):
-        smoke["training"][role]["epochs"] = 1
-    (repo / PARAMS_FILE).write_text(yaml.safe_dump(smoke, sort_keys=False))
+    # The smoke grid cut to one dataset and two settings, with no experiment name (the
+    # params file is the default: DVC's outs are its paths): versioning, not the grid,
+    # is under test, and every job of the DAG runs here once more.
+    (repo / PARAMS_FILE).write_text(yaml.safe_dump(trimmed_smoke(), sort_keys=False))
     _run("git init -q", repo, env)
     _run("git add -A", repo, env)
     _run(["git", "commit", "-qm", "project"], repo, env)

@@ -29,6 +29,7 @@ from sdkd.cli import main
 from sdkd.distill.settings import band_setting
 from sdkd.errors import SdkdError
 from sdkd.models import build_model, get_family, model_names, model_spec, plugins, registry
+from sdkd.plan import results_root
 from sdkd.report.aggregate import read_metrics
 from sdkd.train.checkpoint import save_checkpoint
 
@@ -370,7 +371,7 @@ def test_smoke_dag_runs_with_a_plugin_student(plugin_site, tmp_path):
                        cores=4, PYTHONPATH=pythonpath(plugin_site))
     assert result.returncode == 0, result.stderr[-3000:]
 
-    results = work / "results"
+    results = work / results_root(config)  # the smoke experiment's folder
     table = read_metrics(results / "tables/metrics.csv")
     assert (table["status"] == "ok").all()
     assert set(table.loc[table["role"] == "student", "model"]) == {"tinyconv-s"}

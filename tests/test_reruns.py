@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakerun import digests, job_counts, snakemake
+from snakerun import SMOKE_RESULTS, digests, job_counts, snakemake
 
 from sdkd.train.checkpoint import load_checkpoint, weights_sha256
 
@@ -32,7 +32,7 @@ def work(copy_of_smoke) -> Path:
 
 def runs(work: Path) -> dict[str, dict[str, str]]:
     """{run folder: {file: sha256}} of every teacher and student run."""
-    results = work / "results"
+    results = work / SMOKE_RESULTS
     folders = [*results.glob("teachers/*/*"), *results.glob("students/*/*/*/seed-*")]
     return {str(f.relative_to(results)): digests(f) for f in sorted(folders)}
 
@@ -64,14 +64,14 @@ def untouched(before: dict, after: dict) -> set[str]:
 
 
 def run_id(work: Path, run: str) -> str:
-    return json.loads((work / "results" / run / "done.json").read_text())["run_id"]
+    return json.loads((work / SMOKE_RESULTS / run / "done.json").read_text())["run_id"]
 
 
 def test_nothing_changed_nothing_runs(work):
-    before = digests(work / "results")
+    before = digests(work / SMOKE_RESULTS)
     output = rerun(work, SMOKE)
     assert "Nothing to be done" in output
-    assert digests(work / "results") == before
+    assert digests(work / SMOKE_RESULTS) == before
 
 
 def test_new_band_weights_retrain_that_setting_only(work):
@@ -87,7 +87,7 @@ def test_new_band_weights_retrain_that_setting_only(work):
                                   "evaluate_student": 2, "aggregate": 1, "figures": 1,
                                   "report": 1, "all": 1}
     for run in dual:  # the job said why it did not resume the finished run
-        log = (work / "results/logs/distill" / run.split("/", 1)[1]).with_suffix(".log")
+        log = (work / SMOKE_RESULTS / "logs/distill" / run.split("/", 1)[1]).with_suffix(".log")
         assert re.search(r"belongs to another run \(spec\.bands\.weights: \[1\.0, 1\.0\] → "
                          r"\[1\.0, 3\.0\]\); training from scratch", log.read_text())
         assert run_id(work, run) != before[run]["done.json"]
@@ -111,20 +111,20 @@ def test_a_teacher_retrained_to_the_same_weights_keeps_its_students(work):
     before = runs(work)
     teacher = f"teachers/{NS}/teacher-tiny"
     weights = teacher_weights(work, teacher)
-    shutil.rmtree(work / "results" / teacher)  # what forces a run to train again
-    output = rerun(work, SMOKE, "--forcerun", f"results/{teacher}/done.json")
+    shutil.rmtree(work / SMOKE_RESULTS / teacher)  # what forces a run to train again
+    output = rerun(work, SMOKE, "--forcerun", f"{SMOKE_RESULTS}/{teacher}/done.json")
     after = runs(work)
     assert job_counts(output)["train_teacher"] == 1
     assert job_counts(output)["distill"] == 2  # the two distilled students of NS
-    assert "resuming" not in (work / f"results/logs/train_teacher/{NS}/teacher-tiny.log"
+    assert "resuming" not in (work / SMOKE_RESULTS / f"logs/train_teacher/{NS}/teacher-tiny.log"
                               ).read_text()
     assert teacher_weights(work, teacher) == weights
     assert retrained(before, after) == {teacher}  # its history holds new timings
     for bands in ("dual", "fitnet"):
-        log = (work / f"results/logs/distill/{NS}/unet-s/{bands}/seed-0.log").read_text()
+        log = (work / SMOKE_RESULTS / f"logs/distill/{NS}/unet-s/{bands}/seed-0.log").read_text()
         assert "resuming" in log and "after epoch 2 of 2" in log
         assert "training from scratch" not in log
 
 
 def teacher_weights(work: Path, run: str) -> str:
-    return weights_sha256(load_checkpoint(work / "results" / run / "best.pt")["model"])
+    return weights_sha256(load_checkpoint(work / SMOKE_RESULTS / run / "best.pt")["model"])

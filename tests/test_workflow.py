@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from htmlpage import Page, assert_summary_matches
-from snakerun import copy_workflow, env, job_counts, snakemake
+from snakerun import SMOKE_RESULTS, copy_workflow, env, job_counts, snakemake
 
 from sdkd.data.dataset import ForecastWindows
 from sdkd.plan import expected_runs
@@ -37,7 +37,7 @@ def _span(log: Path) -> tuple[datetime, datetime]:
 
 
 def _training_logs(work: Path) -> list[Path]:
-    logs = work / "results/logs"
+    logs = work / SMOKE_RESULTS / "logs"
     return sorted([*logs.glob("train_teacher/*/*.log"), *logs.glob("distill/*/*/*/*.log")])
 
 
@@ -46,18 +46,22 @@ def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool
 
 
 def test_smoke_builds_the_report(smoke_run):
-    report = (smoke_run / "results/report.html").read_text()
+    results = smoke_run / SMOKE_RESULTS
+    report = (results / "report.html").read_text()
     assert 'id="summary"' in report and 'id="setup"' in report
     for name in ("navier_stokes", "diffusion_reaction"):
         assert f'id="dataset-{name}"' in report
-        assert (smoke_run / f"results/eval/{name}/teacher/teacher-tiny.json").exists()
-        assert (smoke_run / f"results/students/{name}/unet-s/dual/seed-0/best.pt").exists()
-    assert (smoke_run / "results/tables/summary.json").exists()
+        assert (results / f"eval/{name}/teacher/teacher-tiny.json").exists()
+        assert (results / f"students/{name}/unet-s/dual/seed-0/best.pt").exists()
+    assert (results / "tables/summary.json").exists()
+    # a named experiment: nothing of it in the default's folders
+    assert sorted(p.name for p in (smoke_run / "results").iterdir()) == ["experiments"]
+    assert sorted(p.name for p in (smoke_run / "resources").iterdir()) == ["shared"]
 
 
 def test_smoke_report_headline_equals_the_metrics_table(smoke_run):
     """The summary of a real (smoke-scale) run can never disagree with its metrics.csv."""
-    results = smoke_run / "results"
+    results = smoke_run / SMOKE_RESULTS
     table = read_metrics(results / "tables" / "metrics.csv")
     assert (table["status"] == "ok").all()
     page = Page((results / "report.html").read_text(encoding="utf-8"))
@@ -67,10 +71,10 @@ def test_smoke_report_headline_equals_the_metrics_table(smoke_run):
 
 def test_smoke_builds_every_dataset(smoke_run):
     for name, channels in (("navier_stokes", 1), ("diffusion_reaction", 2)):
-        ds = ForecastWindows(smoke_run / f"results/data/{name}.h5", "train")
+        ds = ForecastWindows(smoke_run / SMOKE_RESULTS / f"data/{name}.h5", "train")
         x, y = ds[0]
         assert x.shape[1] == channels and y.shape[0] == ds.out_steps
-        assert (smoke_run / f"results/benchmarks/preprocess/{name}.tsv").exists()
+        assert (smoke_run / SMOKE_RESULTS / f"benchmarks/preprocess/{name}.tsv").exists()
 
 
 def test_variant_replaces_default_config(smoke_run):
@@ -85,7 +89,7 @@ def test_variant_replaces_default_config(smoke_run):
 def test_one_gpu_never_runs_two_gpu_jobs_at_once(smoke_run):
     """Training and evaluation jobs each hold `gpu=1`: an evaluation never times its model
     beside a training job on the same GPU."""
-    evaluations = sorted((smoke_run / "results/logs/evaluate").rglob("*.log"))
+    evaluations = sorted((smoke_run / SMOKE_RESULTS / "logs/evaluate").rglob("*.log"))
     assert len(evaluations) == 8  # one per training run
     spans = [_span(log) for log in [*_training_logs(smoke_run), *evaluations]]
     assert len(spans) == 16  # 2 teachers + 2 datasets × 3 settings, and their evaluations
@@ -95,9 +99,9 @@ def test_one_gpu_never_runs_two_gpu_jobs_at_once(smoke_run):
 
 def test_two_gpus_run_side_by_side_on_different_gpus(copy_of_smoke):
     work = copy_of_smoke
-    shutil.rmtree(work / "results/students/navier_stokes")
-    shutil.rmtree(work / "results/logs/distill/navier_stokes")
-    targets = [f"results/students/navier_stokes/unet-s/{b}/seed-0/done.json"
+    shutil.rmtree(work / SMOKE_RESULTS / "students/navier_stokes")
+    shutil.rmtree(work / SMOKE_RESULTS / "logs/distill/navier_stokes")
+    targets = [f"{SMOKE_RESULTS}/students/navier_stokes/unet-s/{b}/seed-0/done.json"
                for b in ("none", "dual", "fitnet")]
     # targets first: --configfile and --resources take every word after them
     result = snakemake(work, *targets, "--configfile", "config/smoke.yaml", "--resources",
@@ -105,7 +109,7 @@ def test_two_gpus_run_side_by_side_on_different_gpus(copy_of_smoke):
                         SDKD_GPU_LOCK_DIR=str(work / "locks"))
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = []
-    for log in (work / "results/logs/distill/navier_stokes").glob("*/*/*.log"):
+    for log in (work / SMOKE_RESULTS / "logs/distill/navier_stokes").glob("*/*/*.log"):
         (gpu,) = re.findall(r"leased GPU (\S+) as", log.read_text())
         jobs.append((_span(log), gpu))
     side_by_side = [(a, b) for a, b in itertools.combinations(jobs, 2) if _overlap(a[0], b[0])]
@@ -121,7 +125,9 @@ def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     epochs = 40
     config["training"]["teacher"]["epochs"] = epochs
     (work / "config/long.yaml").write_text(yaml.safe_dump(config))
-    run = work / "results/teachers/navier_stokes/teacher-tiny"
+    # long.yaml keeps smoke's `experiment` key: an edited config of one experiment reruns
+    # in that experiment's folder
+    run = work / SMOKE_RESULTS / "teachers/navier_stokes/teacher-tiny"
     # The folder holds the finished 2-epoch run (its last.pt: Snakemake deleted the
     # declared files), so the new run trains in its staging folder until it finishes.
     staging = run / ".staging"
@@ -148,7 +154,8 @@ def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     assert snakemake(work, "--unlock", "--configfile", "config/long.yaml").returncode == 0
     result = snakemake(work, target, "--rerun-incomplete", "--configfile", "config/long.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    log = (work / "results/logs/train_teacher/navier_stokes/teacher-tiny.log").read_text()
+    log = (work / SMOKE_RESULTS / "logs/train_teacher/navier_stokes/teacher-tiny.log"
+           ).read_text()
     assert re.search(rf"resuming .*\.staging after epoch \d+ of {epochs}", log)
     done = json.loads((run / "done.json").read_text())
     assert done["epochs_run"] == epochs and not staging.exists()
@@ -294,8 +301,8 @@ def test_jobs_run_with_only_their_declared_inputs(copy_of_smoke):
         f'exec {Path(sys.executable).parent / "sdkd"} "$@"\n')
     (probe / "sdkd").chmod(0o755)
 
-    targets = ["results/eval/navier_stokes/teacher/teacher-tiny.json",
-               "results/eval/navier_stokes/unet-s/dual/seed-0.json"]
+    targets = [f"{SMOKE_RESULTS}/eval/navier_stokes/teacher/teacher-tiny.json",
+               f"{SMOKE_RESULTS}/eval/navier_stokes/unet-s/dual/seed-0.json"]
     result = snakemake(work, *targets, "--configfile", "config/shadow.yaml",
                         "--forcerun", "train_teacher",
                         PATH=f"{probe}{os.pathsep}{env()['PATH']}")
@@ -321,6 +328,6 @@ def test_jobs_run_with_only_their_declared_inputs(copy_of_smoke):
         assert evaluation["efficiency"]["training"]["epochs"] == 2, target
     # Undeclared files stay behind in the shadow folder: each run folder's last.pt is
     # still the copied one, older than the new best.pt.
-    for run in ("results/teachers/navier_stokes/teacher-tiny",
-                "results/students/navier_stokes/unet-s/dual/seed-0"):
+    for run in (f"{SMOKE_RESULTS}/teachers/navier_stokes/teacher-tiny",
+                f"{SMOKE_RESULTS}/students/navier_stokes/unet-s/dual/seed-0"):
         assert (work / run / "last.pt").stat().st_mtime < (work / run / "best.pt").stat().st_mtime

@@ -7,7 +7,8 @@ Routes (the config's ``source`` and its block):
 ``download``
     A named public file (PDEBench), any checksummed URL in a known layout (PDEBench,
     FNO ``.mat``, TaxiBJ), or a slice of WeatherBench 2's ERA5 Zarr store, fetched to
-    ``resources/raw/{dataset}/`` (:mod:`sdkd.data.download`,
+    the dataset's raw folder (``resources/raw/{dataset}/``, a named experiment's
+    ``resources/shared/``: :func:`sdkd.plan.raw_dir`; :mod:`sdkd.data.download`,
     :mod:`sdkd.data.weatherbench`).
 ``file``
     The user's own data, read where it is: a plain HDF5 file through h5py (with its

@@ -1,11 +1,13 @@
 rule acquire:
     """Simulate or download (checksummed) a dataset's raw file."""
     output:
-        "resources/raw/{dataset}/{filename}",
+        # resources/raw/{dataset}/... (the default) or a named experiment's shared
+        # resources/shared/{dataset}-{rawid}/... (common.smk, RAW_FOLDER)
+        RAW_FILE,
     log:
-        "results/logs/acquire/{dataset}/{filename}.log",
+        RAW_LOG,
     benchmark:
-        "results/benchmarks/acquire/{dataset}/{filename}.tsv"
+        RAW_BENCHMARK
     # Data jobs head every chain of the DAG, and this one's two threads wait for both
     # cores to be free. Snakemake's scheduler maximises the sum of the priorities of
     # the jobs it starts, so its priority must beat two one-thread jobs of priority 10
@@ -24,7 +26,7 @@ rule acquire:
         mem_mb=4000,
     params:
         config=CONFIG_FILE,
-        dataset=dataset_params,
+        dataset=raw_params,
     shell:
         "sdkd --threads {threads:q} acquire --config {params.config:q}"
         " --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1"

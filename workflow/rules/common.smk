@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from sdkd.config import raw_filename, write_resolved
+from sdkd.config import raw_file, raw_filename, write_resolved
 from sdkd.data.paths import file_pattern, input_files
 from sdkd.errors import SdkdError
 from sdkd.plan import (
@@ -17,13 +17,43 @@ from sdkd.plan import (
     canonical_json,
     data_spec,
     expected_runs,
+    experiment_name,
     figure_plan,
+    raw_folder_pattern,
+    raw_identity,
+    results_root,
+    run_id,
     run_spec,
     tuning_file,
     tuning_runs,
     tuning_spec,
     tuning_student,
 )
+
+# Where this experiment's files go (sdkd.plan, "where an experiment's files go"): every
+# derived file under RESULTS, `results` for the embedded default (config/config.yaml,
+# no `experiment` key: the paths DVC versions and the README names) and
+# `results/experiments/<name>` for a named experiment, so that running one never
+# touches another's files. Every rule names its files through `results(...)`.
+EXPERIMENT = experiment_name(config)
+RESULTS = results_root(config)
+
+
+def results(path):
+    """``path`` (relative to the results root, wildcards allowed) under RESULTS."""
+    return f"{RESULTS}/{path}"
+
+
+# Raw files: the default's resources/raw/{dataset}/ (DVC's out, as before); a named
+# experiment's resources/shared/{dataset}-{rawid}/, keyed by the raw identity (what
+# decides the file: sdkd.plan.raw_identity), so experiments with equal raw data share
+# one file and different raw data never lands in one path. The log and benchmark of an
+# acquire job go to the results root of the experiment that ran it.
+RAW_FOLDER = raw_folder_pattern(config)
+RAW_KEY = RAW_FOLDER.rsplit("/", 1)[1]
+RAW_FILE = f"{RAW_FOLDER}/{{filename}}"
+RAW_LOG = results(f"logs/acquire/{RAW_KEY}/{{filename}}.log")
+RAW_BENCHMARK = results(f"benchmarks/acquire/{RAW_KEY}/{{filename}}.tsv")
 
 # The sdkd steps read the config Snakemake resolved (files merged, `--config`
 # overrides applied, defaults filled), written once per distinct content. Jobs get its
@@ -64,6 +94,8 @@ except SdkdError as error:
 RAW_FILES = sorted(
     {raw_filename(block) for name, block in config["datasets"].items() if name not in USER_FILES}
 )
+# Each acquired dataset's raw id (a named experiment's raw folders are keyed by it).
+RAW_IDS = {name: run_id(raw_identity(config, name)) for name in DATASETS if name not in USER_FILES}
 # Runs and figures follow each dataset's students/settings subset (sdkd.plan); the
 # wildcard constraints below stay global, the union over datasets.
 # Figures are named by the config (datasets, students), so they can be declared outputs.
@@ -83,6 +115,7 @@ wildcard_constraints:
     bands=_one_of(BANDS),
     seed=r"\d+",
     point=r"\d+",
+    rawid=r"[0-9a-f]{12}",
 
 
 # What a job depends on, as Snakemake's params rerun trigger sees it: canonical JSON
@@ -95,6 +128,24 @@ def dataset_params(wildcards):
     """A dataset's data config: a change to it reruns that dataset's jobs only (its run
     subset is left out, so adding a student does not acquire the data again)."""
     return canonical_json(data_spec(config, wildcards.dataset))
+
+
+def raw_params(wildcards):
+    """What an acquire job's params trigger sees. The default's resources/raw/{dataset}/
+    keeps its dataset's data config (dataset_params), the param it always had, so a
+    checkout that has run the default reruns nothing. A shared raw file's param is its
+    raw identity, which its path also holds: every experiment sharing the file records
+    the same param, so none reruns it for another (a per-experiment key such as the
+    split would make two experiments acquire the file in turn, each run outdating the
+    other's data)."""
+    if EXPERIMENT is None:
+        return dataset_params(wildcards)
+    if wildcards.rawid != RAW_IDS.get(wildcards.dataset):
+        raise ValueError(
+            f"raw id {wildcards.rawid} is not that of dataset {wildcards.dataset} in "
+            f"{CONFIG_SOURCE} ({RAW_IDS.get(wildcards.dataset)})"
+        )
+    return canonical_json(raw_identity(config, wildcards.dataset))
 
 
 def teacher_spec(wildcards):
@@ -123,7 +174,7 @@ def tuning_point_spec(wildcards):
 def tuning_point_runs(wildcards):
     """The done.json of every tuning run of one (dataset, setting)."""
     return [
-        f"results/{run['run_dir']}/done.json"
+        results(f"{run['run_dir']}/done.json")
         for run in TUNING_RUNS
         if (run["dataset"], run["bands"]) == (wildcards.dataset, wildcards.bands)
     ]
@@ -132,7 +183,7 @@ def tuning_point_runs(wildcards):
 def tuned_choice(wildcards):
     """The tuning file a tuned setting's runs read their values from (none: untuned)."""
     path = tuning_file(wildcards.dataset, wildcards.bands)
-    return [f"results/{path}"] if path in TUNING_FILES else []
+    return [results(path)] if path in TUNING_FILES else []
 
 
 def tuned_option(wildcards, input):
@@ -142,22 +193,22 @@ def tuned_option(wildcards, input):
 
 def tuning_results(wildcards):
     """Every tuning file: the summary shows each search."""
-    return [f"results/{path}" for path in TUNING_FILES]
+    return [results(path) for path in TUNING_FILES]
 
 
 def tuning_root_option(wildcards, input):
-    """`--tuning-root results/tuning` when the config tunes a setting, else nothing."""
+    """`--tuning-root RESULTS/tuning` when the config tunes a setting, else nothing."""
     if not input.tuning:
         return []
     return ["--tuning-root", _root(input.tuning[0], TUNING_FILES[0].removeprefix("tuning/"))]
 
 
 def raw_path(wildcards):
-    """resources/raw/{dataset}/<file name of its source>, or a file source's own files."""
+    """The dataset's raw file (sdkd.config.raw_file: in RAW_FOLDER, named after its
+    source), or a file source's own files."""
     if wildcards.dataset in USER_FILES:
         return USER_FILES[wildcards.dataset]
-    name = raw_filename(config["datasets"][wildcards.dataset])
-    return f"resources/raw/{wildcards.dataset}/{name}"
+    return raw_file(config, wildcards.dataset)
 
 
 def raw_option(wildcards, input):
@@ -175,7 +226,7 @@ def teacher_for_setting(wildcards):
     """
     if band_setting(config["distill"], wildcards.bands).setting == "none":
         return []
-    return f"results/teachers/{wildcards.dataset}/{TEACHER}/best.pt"
+    return results(f"teachers/{wildcards.dataset}/{TEACHER}/best.pt")
 
 
 def teacher_checkpoint(wildcards, input):
@@ -190,12 +241,12 @@ def teacher_checkpoint(wildcards, input):
 
 
 def evaluation_files(wildcards):
-    return [f"results/eval/{run['eval_file']}" for run in RUNS]
+    return [results(f"eval/{run['eval_file']}") for run in RUNS]
 
 
 def training_runs(wildcards):
     """Every run's history.csv: the figures job draws the training curves from them."""
-    return [f"results/{run['run_dir']}/history.csv" for run in RUNS]
+    return [results(f"{run['run_dir']}/history.csv") for run in RUNS]
 
 
 def _root(path, relative):
@@ -208,19 +259,19 @@ def _root(path, relative):
 
 
 def eval_root(wildcards, input):
-    """results/eval, as the rule's inputs name it (storage-prefixed or not)."""
+    """RESULTS/eval, as the rule's inputs name it (storage-prefixed or not)."""
     return _root(input.evals[0], RUNS[0]["eval_file"])
 
 
 def runs_root(wildcards, input):
-    """results, the folder holding teachers/ and students/, from the rule's inputs."""
+    """RESULTS, the folder holding teachers/ and students/, from the rule's inputs."""
     return _root(input.runs[0], f"{RUNS[0]['run_dir']}/history.csv")
 
 
 def figure_output(figure):
     """A figure of the figures job, flagged for `snakemake --report` with its caption."""
     return report(
-        f"results/figures/{figure.file}",
+        results(f"figures/{figure.file}"),
         caption=f"../report/{figure.kind}.rst",
         category="Figures",
         subcategory=figure.dataset or "all datasets",

@@ -1,18 +1,18 @@
 rule distill:
     """A student trained with one band setting (or a KD baseline) from the frozen teacher."""
     input:
-        data="results/data/{dataset}.h5",
+        data=results("data/{dataset}.h5"),
         teacher=teacher_for_setting,
         tuned=tuned_choice,
     output:
         # Declared and undeclared (last.pt) files as in train_teacher.smk.
-        best="results/students/{dataset}/{student}/{bands}/seed-{seed}/best.pt",
-        history="results/students/{dataset}/{student}/{bands}/seed-{seed}/history.csv",
-        done="results/students/{dataset}/{student}/{bands}/seed-{seed}/done.json",
+        best=results("students/{dataset}/{student}/{bands}/seed-{seed}/best.pt"),
+        history=results("students/{dataset}/{student}/{bands}/seed-{seed}/history.csv"),
+        done=results("students/{dataset}/{student}/{bands}/seed-{seed}/done.json"),
     log:
-        "results/logs/distill/{dataset}/{student}/{bands}/seed-{seed}.log",
+        results("logs/distill/{dataset}/{student}/{bands}/seed-{seed}.log"),
     benchmark:
-        "results/benchmarks/distill/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+        results("benchmarks/distill/{dataset}/{student}/{bands}/seed-{seed}.tsv")
     # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
     shadow:
         SHADOW

@@ -9,16 +9,16 @@
 rule evaluate_teacher:
     """Test-split metrics of the teacher (docs/evaluation-format.md)."""
     input:
-        data="results/data/{dataset}.h5",
+        data=results("data/{dataset}.h5"),
         # the files `sdkd evaluate --run <folder>` reads: weights and training cost
-        checkpoint="results/teachers/{dataset}/{teacher}/best.pt",
-        history="results/teachers/{dataset}/{teacher}/history.csv",
+        checkpoint=results("teachers/{dataset}/{teacher}/best.pt"),
+        history=results("teachers/{dataset}/{teacher}/history.csv"),
     output:
-        "results/eval/{dataset}/teacher/{teacher}.json",
+        results("eval/{dataset}/teacher/{teacher}.json"),
     log:
-        "results/logs/evaluate/{dataset}/teacher/{teacher}.log",
+        results("logs/evaluate/{dataset}/teacher/{teacher}.log"),
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/teacher/{teacher}.tsv"
+        results("benchmarks/evaluate/{dataset}/teacher/{teacher}.tsv")
     # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
     shadow:
         SHADOW
@@ -41,16 +41,16 @@ rule evaluate_teacher:
 rule evaluate_student:
     """Test-split metrics of one student run."""
     input:
-        data="results/data/{dataset}.h5",
+        data=results("data/{dataset}.h5"),
         # the files `sdkd evaluate --run <folder>` reads: weights and training cost
-        checkpoint="results/students/{dataset}/{student}/{bands}/seed-{seed}/best.pt",
-        history="results/students/{dataset}/{student}/{bands}/seed-{seed}/history.csv",
+        checkpoint=results("students/{dataset}/{student}/{bands}/seed-{seed}/best.pt"),
+        history=results("students/{dataset}/{student}/{bands}/seed-{seed}/history.csv"),
     output:
-        "results/eval/{dataset}/{student}/{bands}/seed-{seed}.json",
+        results("eval/{dataset}/{student}/{bands}/seed-{seed}.json"),
     log:
-        "results/logs/evaluate/{dataset}/{student}/{bands}/seed-{seed}.log",
+        results("logs/evaluate/{dataset}/{student}/{bands}/seed-{seed}.log"),
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/{student}/{bands}/seed-{seed}.tsv"
+        results("benchmarks/evaluate/{dataset}/{student}/{bands}/seed-{seed}.tsv")
     # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
     shadow:
         SHADOW

@@ -3,11 +3,11 @@ rule preprocess:
     input:
         raw=raw_path,
     output:
-        "results/data/{dataset}.h5",
+        results("data/{dataset}.h5"),
     log:
-        "results/logs/preprocess/{dataset}.log",
+        results("logs/preprocess/{dataset}.log"),
     benchmark:
-        "results/benchmarks/preprocess/{dataset}.tsv"
+        results("benchmarks/preprocess/{dataset}.tsv")
     # Before the students of datasets whose data is ready, like acquire and the teachers.
     priority: 10
     conda:

@@ -13,16 +13,16 @@ rule aggregate:
         tuning=tuning_results,
     output:
         table=report(
-            "results/tables/metrics.csv",
+            results("tables/metrics.csv"),
             caption="../report/metrics.rst",
             category="Tables",
             labels={"table": "metrics of every run"},
         ),
-        summary="results/tables/summary.json",
+        summary=results("tables/summary.json"),
     log:
-        "results/logs/aggregate.log",
+        results("logs/aggregate.log"),
     benchmark:
-        "results/benchmarks/aggregate.tsv"
+        results("benchmarks/aggregate.tsv")
     conda:
         "../envs/sdkd.yaml"
     params:
@@ -37,16 +37,16 @@ rule aggregate:
 rule figures:
     """The report's figures, each with a caption in figures.json."""
     input:
-        table="results/tables/metrics.csv",
+        table=results("tables/metrics.csv"),
         evals=evaluation_files,
         runs=training_runs,
     output:
-        manifest="results/figures/figures.json",
+        manifest=results("figures/figures.json"),
         images=[figure_output(figure) for figure in FIGURES],
     log:
-        "results/logs/figures.log",
+        results("logs/figures.log"),
     benchmark:
-        "results/benchmarks/figures.tsv"
+        results("benchmarks/figures.tsv")
     conda:
         "../envs/sdkd.yaml"
     params:
@@ -61,19 +61,19 @@ rule figures:
 
 
 rule report:
-    """results/report.html: one self-contained page, images embedded."""
+    """report.html (of the results root): one self-contained page, images embedded."""
     input:
-        table="results/tables/metrics.csv",
-        summary="results/tables/summary.json",
-        manifest="results/figures/figures.json",
-        images=[f"results/figures/{figure.file}" for figure in FIGURES],
-        data=expand("results/data/{dataset}.h5", dataset=DATASETS),
+        table=results("tables/metrics.csv"),
+        summary=results("tables/summary.json"),
+        manifest=results("figures/figures.json"),
+        images=[results(f"figures/{figure.file}") for figure in FIGURES],
+        data=expand(results("data/{dataset}.h5"), dataset=DATASETS),
     output:
-        "results/report.html",
+        results("report.html"),
     log:
-        "results/logs/report.log",
+        results("logs/report.log"),
     benchmark:
-        "results/benchmarks/report.tsv"
+        results("benchmarks/report.tsv")
     conda:
         "../envs/sdkd.yaml"
     params:

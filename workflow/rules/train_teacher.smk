@@ -1,20 +1,20 @@
 rule train_teacher:
     """The dataset's teacher; resumes from last.pt when a killed job is rerun."""
     input:
-        data="results/data/{dataset}.h5",
+        data=results("data/{dataset}.h5"),
     output:
         # What later jobs read is declared, so a cluster executor without a shared file
         # system (Kubernetes) ships it to them. last.pt, the checkpoint a rerun resumes
         # from, is not: Snakemake deletes the declared outputs of an incomplete job
         # before rerunning it, and the resumed run rebuilds best.pt and history.csv
         # from last.pt. done.json appears only when training has finished.
-        best="results/teachers/{dataset}/{teacher}/best.pt",
-        history="results/teachers/{dataset}/{teacher}/history.csv",
-        done="results/teachers/{dataset}/{teacher}/done.json",
+        best=results("teachers/{dataset}/{teacher}/best.pt"),
+        history=results("teachers/{dataset}/{teacher}/history.csv"),
+        done=results("teachers/{dataset}/{teacher}/done.json"),
     log:
-        "results/logs/train_teacher/{dataset}/{teacher}.log",
+        results("logs/train_teacher/{dataset}/{teacher}.log"),
     benchmark:
-        "results/benchmarks/train_teacher/{dataset}/{teacher}.tsv"
+        results("benchmarks/train_teacher/{dataset}/{teacher}.tsv")
     # Teachers head the longest chains of the DAG (every distilled student waits for
     # one): start them before the students that need none.
     priority: 10

@@ -10,18 +10,18 @@ localrules:
 rule tune_point:
     """One point of a tuned setting's grid: the dataset's first student, the tuning seed."""
     input:
-        data="results/data/{dataset}.h5",
+        data=results("data/{dataset}.h5"),
         # `none` cannot be tuned (sdkd.config), so every tuned setting has a teacher.
-        teacher=f"results/teachers/{{dataset}}/{TEACHER}/best.pt",
+        teacher=results(f"teachers/{{dataset}}/{TEACHER}/best.pt"),
     output:
         # Declared and undeclared (last.pt) files as in train_teacher.smk.
-        best="results/tuning/{dataset}/{bands}/point-{point}/best.pt",
-        history="results/tuning/{dataset}/{bands}/point-{point}/history.csv",
-        done="results/tuning/{dataset}/{bands}/point-{point}/done.json",
+        best=results("tuning/{dataset}/{bands}/point-{point}/best.pt"),
+        history=results("tuning/{dataset}/{bands}/point-{point}/history.csv"),
+        done=results("tuning/{dataset}/{bands}/point-{point}/done.json"),
     log:
-        "results/logs/tune_point/{dataset}/{bands}/point-{point}.log",
+        results("logs/tune_point/{dataset}/{bands}/point-{point}.log"),
     benchmark:
-        "results/benchmarks/tune_point/{dataset}/{bands}/point-{point}.tsv"
+        results("benchmarks/tune_point/{dataset}/{bands}/point-{point}.tsv")
     # The compared runs of a tuned setting wait for the whole search: start it early.
     priority: 5
     # Off unless the config says `execution: {shadow: minimal}` (common.smk, SHADOW).
@@ -51,11 +51,11 @@ rule tune:
     input:
         points=tuning_point_runs,
     output:
-        "results/tuning/{dataset}/{bands}.json",
+        results("tuning/{dataset}/{bands}.json"),
     log:
-        "results/logs/tune/{dataset}/{bands}.log",
+        results("logs/tune/{dataset}/{bands}.log"),
     benchmark:
-        "results/benchmarks/tune/{dataset}/{bands}.tsv"
+        results("benchmarks/tune/{dataset}/{bands}.tsv")
     conda:
         "../envs/sdkd.yaml"
     params:
