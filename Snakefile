@@ -4,6 +4,7 @@
 # Rules stay thin: each calls the `sdkd` command line with the paths given here.
 #
 #   snakemake --cores 8 --resources gpu=2                 # this machine
+#   snakemake --profile workflow/profiles/gpu             # this machine, all its GPUs
 #   snakemake --profile workflow/profiles/slurm           # a SLURM cluster
 #   snakemake --report results/snakemake-report.zip       # figures with captions, provenance
 
@@ -14,6 +15,7 @@ from snakemake.utils import min_version
 
 from sdkd.config import config_source, validate
 from sdkd.errors import SdkdError
+from sdkd.hardware import visible_gpus
 
 min_version("8.20")
 
@@ -35,6 +37,23 @@ try:
 except SdkdError as error:
     print(f"sdkd: error: {error}", file=sys.stderr)
     sys.exit(2)
+
+
+# A GPU machine without a GPU limit: `snakemake --cores all` alone would start a GPU job
+# per core, all but one per GPU waiting for a lease (sdkd.train.lease). Unless the
+# command line or a profile sets `--resources gpu=N`, the limit is the number of GPUs
+# visible here (sdkd.hardware.visible_gpus), so surplus GPU jobs wait in Snakemake's
+# queue, where they hold neither a process nor memory. Only for jobs run on this
+# machine: a cluster executor's jobs get their GPUs from the cluster.
+if workflow.is_main_process and workflow.local_exec and "gpu" not in workflow.global_resources:
+    GPUS = visible_gpus()
+    if GPUS:
+        workflow.register_resource("gpu", GPUS)
+        print(
+            f"sdkd: {GPUS} GPU(s) visible and no gpu limit given: at most {GPUS} GPU "
+            "job(s) at once (set another with --resources gpu=N)",
+            file=sys.stderr,
+        )
 
 
 report: "workflow/report/workflow.rst"

@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-
 from sdkd import __version__
 from sdkd import config as configuration
 from sdkd.errors import SdkdError, os_error_message
+from sdkd.hardware import limit_thread_pools
 from sdkd.plan import results_root
 
 log = logging.getLogger("sdkd")
@@ -229,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument(
         "--threads", type=_at_least(1), default=None,
-        help="CPU threads for torch (default: torch's choice; Snakemake passes {threads})",
+        help="CPU threads of the job's thread pools: torch's, OpenMP's, BLAS's (default: the "
+        "libraries' choice; Snakemake passes {threads})",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
 
@@ -395,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
+    # Before torch (and numpy, which it imports) loads: their pools read the environment
+    # then. The steps import torch when they run; the parser above never does.
+    limit_thread_pools(args.threads)
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

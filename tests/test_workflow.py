@@ -117,6 +117,36 @@ def test_two_gpus_run_side_by_side_on_different_gpus(copy_of_smoke):
     assert all(a[1] != b[1] for a, b in side_by_side)
 
 
+def test_gpu_jobs_without_a_gpu_limit_never_share_a_gpu(copy_of_smoke):
+    """`--cores 6` and no `--resources gpu=N` on a machine with two (fake) GPUs: the
+    Snakefile limits GPU jobs to the two GPUs, so of an evaluation and two training jobs
+    at most two run at once, each on a GPU of its own, and none waits for a lease."""
+    work = copy_of_smoke
+    for folder in ("students/navier_stokes", "logs/distill/navier_stokes",
+                   "eval/navier_stokes/teacher", "logs/evaluate/navier_stokes/teacher"):
+        shutil.rmtree(work / SMOKE_RESULTS / folder)
+    evaluation = f"{SMOKE_RESULTS}/eval/navier_stokes/teacher/teacher-tiny.json"
+    targets = [evaluation, *(f"{SMOKE_RESULTS}/students/navier_stokes/unet-s/{b}/seed-0/"
+                             "done.json" for b in ("none", "fitnet"))]
+    result = snakemake(work, *targets, "--configfile", "config/smoke.yaml", cores=6,
+                       SDKD_FAKE_GPUS="0,1", SDKD_GPU_LOCK_DIR=str(work / "locks"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 GPU(s) visible and no gpu limit given" in result.stderr
+    logs = [*(work / SMOKE_RESULTS / "logs/distill/navier_stokes").glob("*/*/*.log"),
+            *(work / SMOKE_RESULTS / "logs/evaluate/navier_stokes/teacher").glob("*.log")]
+    jobs = []
+    for log in logs:
+        text = log.read_text()
+        assert "waiting for a free GPU" not in text
+        (gpu,) = re.findall(r"leased GPU (\S+) as", text)
+        jobs.append((_span(log), gpu))
+    assert len(jobs) == 3
+    side_by_side = [(a, b) for a, b in itertools.combinations(jobs, 2) if _overlap(a[0], b[0])]
+    assert side_by_side, "no two GPU jobs ran at the same time"
+    assert all(a[1] != b[1] for a, b in side_by_side)
+    assert not all(_overlap(a[0], b[0]) for a, b in itertools.combinations(jobs, 2))
+
+
 def test_killed_training_resumes_from_its_checkpoint(copy_of_smoke):
     work = copy_of_smoke
     config = yaml.safe_load((work / "config/smoke.yaml").read_text())

@@ -178,13 +178,15 @@ def train_teacher(
     """Train ``config['models']['teacher']`` on ``dataset``; files as in the module docstring."""
     out_dir = Path(out_dir)
     training = training_block(config, dataset, "teacher")
-    train_set, val_set = load_splits(config, "teacher", dataset, data_path)
-    meta = data_meta(dataset, train_set)
-    identity = run_identity(run_spec(config, dataset, "teacher"), data=fingerprint(data_path))
-    torch.manual_seed(config["seed"])
-    model = _build(config["models"]["teacher"], config["models"]["teacher_overrides"], meta)
-    meta |= {"role": "teacher", "model": model_spec(model)}
-    with _device_lease(device) as lease:
+    with _device_lease(device) as lease:  # first: a job waiting for a GPU holds no data
+        train_set, val_set = load_splits(config, "teacher", dataset, data_path)
+        meta = data_meta(dataset, train_set)
+        identity = run_identity(run_spec(config, dataset, "teacher"),
+                                data=fingerprint(data_path))
+        torch.manual_seed(config["seed"])
+        model = _build(config["models"]["teacher"], config["models"]["teacher_overrides"],
+                       meta)
+        meta |= {"role": "teacher", "model": model_spec(model)}
         log.info("teacher %s on %s: %d parameters", model.name, lease.device,
                  model.num_parameters())
         loss_fn = partial(mse_loss, mask=loss_mask(train_set, lease.device))
@@ -260,26 +262,26 @@ def distill_student(
             chosen = read_choice(tuned, config, dataset, bands)
             setting = setting.with_values(chosen)
             spec["bands"] |= chosen
-    train_set, val_set = load_splits(config, "student", dataset, data_path)
-    meta = data_meta(dataset, train_set)
-    data = fingerprint(data_path)
-    teacher = None
-    if setting.setting != "none":
-        if teacher_path is None:
-            raise SdkdError(f"band setting {bands!r} distils from a teacher: give --teacher")
-        teacher = load_teacher(teacher_path, meta, run_identity(spec["teacher"], data=data),
-                               max_gib=config["limits"]["max_array_gib"])
-    identity = run_identity(spec, data=data,
-                            teacher=weights_sha256(teacher.state_dict()) if teacher else None)
-    torch.manual_seed(seed)
-    model = _build(student, config["models"]["student_overrides"], meta)
-    kd = setting.loss(student_channels=model.latent_channels,
-                      teacher_channels=teacher.latent_channels if teacher else 1)
-    trainable = nn.ModuleDict({"student": model, "kd": kd})
-    meta |= {"role": "student", "model": model_spec(model), "bands": bands,
-             "setting": setting.setting, "seed": seed}
+    if setting.setting != "none" and teacher_path is None:
+        raise SdkdError(f"band setting {bands!r} distils from a teacher: give --teacher")
+    with _device_lease(device) as lease:  # first: a job waiting for a GPU holds no data
+        train_set, val_set = load_splits(config, "student", dataset, data_path)
+        meta = data_meta(dataset, train_set)
+        data = fingerprint(data_path)
+        teacher = None
+        if setting.setting != "none":
+            teacher = load_teacher(teacher_path, meta, run_identity(spec["teacher"], data=data),
+                                   max_gib=config["limits"]["max_array_gib"])
+        identity = run_identity(spec, data=data,
+                                teacher=weights_sha256(teacher.state_dict()) if teacher else None)
+        torch.manual_seed(seed)
+        model = _build(student, config["models"]["student_overrides"], meta)
+        kd = setting.loss(student_channels=model.latent_channels,
+                          teacher_channels=teacher.latent_channels if teacher else 1)
+        trainable = nn.ModuleDict({"student": model, "kd": kd})
+        meta |= {"role": "student", "model": model_spec(model), "bands": bands,
+                 "setting": setting.setting, "seed": seed}
 
-    with _device_lease(device) as lease:
         mask = loss_mask(train_set, lease.device)
         if teacher is not None:
             teacher.to(lease.device)

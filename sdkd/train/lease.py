@@ -60,10 +60,10 @@ from pathlib import Path
 import torch
 
 from sdkd.errors import SdkdError
+from sdkd.hardware import FAKE_GPUS_ENV
 
 log = logging.getLogger(__name__)
 
-FAKE_GPUS_ENV = "SDKD_FAKE_GPUS"
 LOCK_DIR_ENV = "SDKD_GPU_LOCK_DIR"
 _WAIT_LOG_EVERY = 600.0  # seconds between "still waiting" messages
 
