@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import filecmp
+import json
 import os
 import re
 import shlex
@@ -24,16 +25,19 @@ from typing import NamedTuple
 
 import pytest
 import yaml
-from snakerun import trimmed_smoke
+from snakerun import job_counts, trimmed_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PARAMS_FILE = "config/config.yaml"
 METRICS_FILE = "results/tables/summary.json"
+# The outs git keeps instead of DVC's cache (dvc.yaml `cache: false`, .gitignore).
+GIT_TRACKED = ("results/tables/metrics.csv", METRICS_FILE)
 # The workflow's own files: what a copy of the project needs to run Snakemake.
 WORKFLOW_FILES = ("Snakefile", "workflow", "config")
-# What docs/dvc.md tells users to run after `dvc pull`; the round trip runs it verbatim.
-AFTER_PULL = "snakemake --cores 1 --touch --forceall"
+# What every stage runs before Snakemake, and what docs/dvc.md tells users to run after
+# `dvc pull` before calling Snakemake themselves; the round trip runs it verbatim.
+ADOPT = "python -m sdkd.dvc_adopt"
 # Options that would make a stage build from something other than its params file.
 # Files every rule depends on: Snakemake reads them before any job.
 EVERY_STAGE_DEPS = ("Snakefile", "workflow/rules/common.smk", "workflow/schemas")
@@ -80,6 +84,12 @@ def _paths(entries: list | None) -> dict[str, dict]:
 
 def _covers(out: str, path: str) -> bool:
     return path == out or path.startswith(out.rstrip("/") + "/")
+
+
+def _commands(stage: dict) -> list[str]:
+    """A stage's commands: dvc.yaml's `cmd` is one command or a list of them."""
+    cmd = stage["cmd"]
+    return [cmd] if isinstance(cmd, str) else list(cmd)
 
 
 def _snakemake_args(cmd: str) -> tuple[list[str], list[str], list[str]]:
@@ -206,7 +216,11 @@ def drift(dvc: dict, rule_files: dict[str, str],
     done_stages: list[str] = []
     skipped = False
     for name, stage in stages.items():
-        cmd_problems, until, targets = _snakemake_args(stage["cmd"])
+        commands = _commands(stage)
+        if commands[:-1] != [ADOPT]:
+            problems.append(f"stage {name}: run `{ADOPT}` first, then only Snakemake "
+                            "(sdkd/dvc_adopt.py)")
+        cmd_problems, until, targets = _snakemake_args(commands[-1])
         problems += [f"stage {name}: {p}" for p in cmd_problems]
         unknown = [r for r in until if r not in rule_files]
         unknown += [t for t in targets if "/" not in t and "." not in t and t not in rule_files]
@@ -222,7 +236,7 @@ def drift(dvc: dict, rule_files: dict[str, str],
             elif producer is None and (dep.split("/")[0] in ("results", "resources")
                                        or not (ROOT / dep).exists()):
                 problems.append(f"stage {name}: dep {dep} is neither a project file nor an out")
-        new = [j for j in dry_run(_dry_run_argv(stage["cmd"])) if j not in owner_of_job]
+        new = [j for j in dry_run(_dry_run_argv(commands[-1])) if j not in owner_of_job]
         if not new:
             problems.append(f"stage {name}: {stage['cmd']!r} runs no job of its own")
         for job in new:
@@ -268,8 +282,8 @@ def dry_runs(dvc_yaml, tmp_path_factory) -> Callable[[tuple[str, ...]], list[Job
     Each runs in its own empty copy of the workflow (no results yet), side by side.
     """
     argvs = {("snakemake", "all")}
-    argvs |= {_dry_run_argv(stage["cmd"]) for stage in _stages(dvc_yaml).values()
-              if shlex.split(stage["cmd"])[:1] == ["snakemake"]}
+    argvs |= {_dry_run_argv(_commands(stage)[-1]) for stage in _stages(dvc_yaml).values()
+              if shlex.split(_commands(stage)[-1])[:1] == ["snakemake"]}
     argvs = sorted(argvs)
     base = tmp_path_factory.mktemp("dry-runs")
 
@@ -312,10 +326,27 @@ def test_versions_data_checkpoints_and_metrics(dvc_yaml):
     assert metrics == {METRICS_FILE}
 
 
+def test_git_keeps_the_metrics_table_and_the_headline_numbers(dvc_yaml):
+    """`dvc metrics diff` and `dvc plots diff` compare commits with git alone."""
+    declared = {path: options for stage in _stages(dvc_yaml).values()
+                for key in ("outs", "metrics") for path, options in _paths(stage.get(key)).items()}
+    for path in GIT_TRACKED:
+        assert declared[path].get("cache") is False, path
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert ignored.returncode == 1, f".gitignore hides {path}"
+    assert subprocess.run(["git", "check-ignore", "-q", "results/tables/other.csv"],
+                          cwd=ROOT, check=False).returncode == 0
+
+
 def _mutated(dvc: dict, stage: str, key: str, edit: Callable) -> dict:
     changed = copy.deepcopy(dvc)
     changed["stages"][stage][key] = edit(changed["stages"][stage][key])
     return changed
+
+
+def _in_snakemake(edit: Callable[[str], str]) -> Callable[[list[str]], list[str]]:
+    """An edit of a stage's Snakemake command (its last), the commands before it kept."""
+    return lambda commands: [*commands[:-1], edit(commands[-1])]
 
 
 def _without(entries: list, path: str) -> list:
@@ -334,10 +365,12 @@ def _without(entries: list, path: str) -> list:
          "is not covered by its deps"),
         ("students", "deps", lambda deps: _without(deps, "workflow/rules/distill.smk"),
          "add workflow/rules/distill.smk"),
-        ("teachers", "cmd", lambda cmd: cmd.replace("train_teacher", "train_teachers"),
+        ("teachers", "cmd", _in_snakemake(lambda c: c.replace("train_teacher", "train_teachers")),
          "no Snakemake rule 'train_teachers'"),
-        ("teachers", "cmd", lambda cmd: f"{cmd} distill", "one --until rule"),
-        ("data", "cmd", lambda cmd: f"{cmd} --configfile config/smoke.yaml", "--configfile"),
+        ("teachers", "cmd", _in_snakemake(lambda c: f"{c} distill"), "one --until rule"),
+        ("data", "cmd", _in_snakemake(lambda c: f"{c} --configfile config/smoke.yaml"),
+         "--configfile"),
+        ("students", "cmd", lambda cmd: cmd[-1:], ADOPT),
         ("teachers", "outs", lambda outs: [{"results/teachers": {"persist": False}}],
          "persist: true"),
         ("evaluate", "params", lambda params: [{PARAMS_FILE: ["seed"]}], "whole config"),
@@ -365,21 +398,31 @@ def test_the_params_file_is_the_default_experiment():
 
 
 def test_docs_give_the_after_pull_command():
-    assert AFTER_PULL in (ROOT / "docs/dvc.md").read_text()
+    assert ADOPT in (ROOT / "docs/dvc.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------
-# The round trip: dvc repro → dvc push → fresh clone → dvc pull → Snakemake has nothing to do
+# A project run through DVC in a temporary git repository: the round trip (dvc repro →
+# dvc push → fresh clone → dvc pull → Snakemake has nothing to do), plots, experiments.
+
+# The experiments' change: the dual setting's tuning grid, whose choice sets its KD
+# weight. It reruns the tuning, the dual student and what reads them, never the data,
+# the teacher or the plain student, and it changes the dual student's test MSE.
+EXPERIMENT_PARAM = "distill.settings.dual.tune.lam"
+EXPERIMENT_VALUE = [2.0]
+UNAFFECTED_RULES = ("acquire", "preprocess", "train_teacher", "evaluate_teacher")
 
 
 def _run(argv: list[str] | str, cwd: Path, env: dict[str, str], timeout: int = 300):
+    """The command's output, stdout and stderr in the order written (DVC prints each
+    stage's name to one, Snakemake its jobs to the other)."""
     result = subprocess.run(
-        shlex.split(argv) if isinstance(argv, str) else argv,
-        cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=timeout,
+        shlex.split(argv) if isinstance(argv, str) else argv, cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        timeout=timeout,
     )
-    assert result.returncode == 0, (
-        f"{argv} failed in {cwd}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result.stdout + result.stderr
+    assert result.returncode == 0, f"{argv} failed in {cwd}:\n{result.stdout[-6000:]}"
+    return result.stdout
 
 
 def _tracked_files(repo: Path, outs: list[str]) -> dict[str, Path]:
@@ -392,49 +435,69 @@ def _tracked_files(repo: Path, outs: list[str]) -> dict[str, Path]:
     return files
 
 
-@pytest.mark.workflow
-@pytest.mark.slow
-def test_repro_push_pull_round_trip(tmp_path, dvc_yaml):
-    config_home = tmp_path / "dvc-config"
+class Project(NamedTuple):
+    """A git repository where `dvc repro` has run and whose results are committed."""
+
+    repo: Path
+    env: dict[str, str]
+
+    def run(self, *argv: str, cwd: Path | None = None, timeout: int = 300) -> str:
+        return _run(list(argv), cwd or self.repo, self.env, timeout)
+
+    def dvc(self, *argv: str, cwd: Path | None = None, timeout: int = 300) -> str:
+        return self.run(sys.executable, "-m", "dvc", *argv, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    """The smoke grid cut to one dataset and two settings as the params file, with no
+    experiment name (the params file is the default: DVC's outs are its paths):
+    versioning, not the grid, is under test, and every job of the DAG runs here."""
+    tmp = tmp_path_factory.mktemp("dvc-project")
+    config_home = tmp / "dvc-config"
     config_home.mkdir()
     (config_home / "config").write_text("[core]\n    analytics = false\n    check_update = false\n")
     env = _env(
         DVC_NO_ANALYTICS="1", DVC_GLOBAL_CONFIG_DIR=str(config_home),
         DVC_SYSTEM_CONFIG_DIR=str(config_home / "system"),
-        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
+        DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"),
         GIT_AUTHOR_NAME="sdkd test", GIT_AUTHOR_EMAIL="sdkd@example.invalid",
         GIT_COMMITTER_NAME="sdkd test", GIT_COMMITTER_EMAIL="sdkd@example.invalid",
         GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1",
     )
-    dvc = [sys.executable, "-m", "dvc"]
-
-    # A project checkout whose params file is the smoke config.
-    repo = tmp_path / "repo"
-    _copy_workflow(repo, (*WORKFLOW_FILES, "dvc.yaml", ".dvcignore", ".gitignore"))
-    (repo / ".dvc").mkdir()
+    project = Project(tmp / "repo", env)
+    _copy_workflow(project.repo, (*WORKFLOW_FILES, "dvc.yaml", ".dvcignore", ".gitignore"))
+    (project.repo / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
-        shutil.copy2(ROOT / ".dvc" / name, repo / ".dvc" / name)
-    # The smoke grid cut to one dataset and two settings, with no experiment name (the
-    # params file is the default: DVC's outs are its paths): versioning, not the grid,
-    # is under test, and every job of the DAG runs here once more.
-    (repo / PARAMS_FILE).write_text(yaml.safe_dump(trimmed_smoke(), sort_keys=False))
-    _run("git init -q", repo, env)
-    _run("git add -A", repo, env)
-    _run(["git", "commit", "-qm", "project"], repo, env)
+        shutil.copy2(ROOT / ".dvc" / name, project.repo / ".dvc" / name)
+    (project.repo / PARAMS_FILE).write_text(yaml.safe_dump(trimmed_smoke(), sort_keys=False))
+    project.run("git", "init", "-q")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "project")
 
-    _run([*dvc, "repro"], repo, env, timeout=1800)
+    project.dvc("repro", timeout=1800)
+    # What docs/dvc.md says to commit after a run: the lock file and the tables git keeps.
+    project.run("git", "add", "dvc.lock", *GIT_TRACKED)
+    project.run("git", "commit", "-qm", "results")
+    return project
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_repro_push_pull_round_trip(project, dvc_yaml, tmp_path):
+    repo, env = project.repo, project.env
     assert "Nothing to be done" in _run("snakemake --cores 1 -n", repo, env)
-    assert "up to date" in _run([*dvc, "status"], repo, env)
+    assert "up to date" in project.dvc("status")
+    assert not project.run("git", "status", "--porcelain"), "a run left files git would add"
 
     remote = tmp_path / "remote"
-    _run([*dvc, "remote", "add", "-d", "local", str(remote)], repo, env)
-    _run("git add dvc.lock .dvc/config", repo, env)
-    _run(["git", "commit", "-qm", "results"], repo, env)
-    _run([*dvc, "push"], repo, env)
+    project.dvc("remote", "add", "--local", "-d", "local", str(remote))
+    project.dvc("push")
 
     clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
-    _run([*dvc, "pull"], clone, env)
+    project.run("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    project.dvc("remote", "add", "--local", "-d", "local", str(remote), cwd=clone)
+    project.dvc("pull", cwd=clone)
 
     outs = [path for stage in _stages(dvc_yaml).values()
             for key in ("outs", "metrics") for path in _paths(stage.get(key))]
@@ -445,16 +508,109 @@ def test_repro_push_pull_round_trip(tmp_path, dvc_yaml):
     assert any(name.endswith("/best.pt") for name in built)
     different = [name for name in built if not filecmp.cmp(built[name], pulled[name], False)]
     assert not different, f"pulled files differ: {different}"
+    assert "up to date" in project.dvc("status", cwd=clone)
 
-    # DVC does not keep modification times, and the clone has no .snakemake/ metadata.
-    _run(AFTER_PULL, clone, env)
+    # DVC does not keep modification times, and the clone has no .snakemake/ records.
+    _run(ADOPT, clone, env)
     after = _run("snakemake --cores 1 -n", clone, env)
     assert "Nothing to be done" in after, after[-3000:]
     assert "missing provenance" not in after
-    assert "up to date" in _run([*dvc, "status"], clone, env)
-    # The touch recorded provenance: a config change still reruns the jobs it affects.
+    assert "up to date" in project.dvc("status", cwd=clone)
+    # Adopting recorded provenance: a config change still reruns the jobs it affects.
     smoke = yaml.safe_load((clone / PARAMS_FILE).read_text())
     smoke["datasets"]["navier_stokes"]["simulate"]["n_trajectories"] += 1
     (clone / PARAMS_FILE).write_text(yaml.safe_dump(smoke))
     changed = _run("snakemake --cores 1 -n", clone, env)
     assert "Params have changed" in changed and "rule acquire:" in changed
+
+
+@pytest.mark.workflow
+def test_plots_show_renders_every_plot_source(project, tmp_path):
+    out = tmp_path / "plots"
+    rendered = project.dvc("plots", "show", "-o", str(out))
+    assert "failed to load" not in rendered.lower() and "WARNING" not in rendered, rendered
+    assert (out / "index.html").is_file()
+    shown = project.dvc("plots", "show", "--json", "-o", str(out))
+    plots = json.loads(shown[shown.index("{"):])["data"]
+    figures = {p.name for p in (project.repo / "results/figures").glob("*.png")}
+    assert {Path(name).name for name in plots} >= figures
+    assert any("training" in name for name in figures)
+    (by_setting,) = (p for name, p in plots.items() if "band setting" in name)
+    rows = by_setting[0]["content"]["data"]["values"]
+    assert {row["setting"] for row in rows} >= {"none", "dual"}
+
+
+def _stage_jobs(output: str) -> dict[str, int]:
+    """The jobs the stages' Snakemake calls ran, summed over the stages: each stage's
+    last "Job stats" table (an adopting touch may print one before it)."""
+    counts: dict[str, int] = {}
+    for stage in output.split("Running stage")[1:]:
+        table = stage.rsplit("Job stats:", 1)
+        for rule, count in (job_counts("Job stats:" + table[1]) if len(table) > 1 else {}).items():
+            counts[rule] = counts.get(rule, 0) + count
+    return counts
+
+
+def _dual_mse(summary: dict) -> float:
+    return summary["datasets"]["navier_stokes"]["students"]["unet-s"]["settings"]["dual"]["mse"]
+
+
+def _experiments(project: Project, cwd: Path) -> dict[str, dict]:
+    """`dvc exp show`: each experiment's (and the baseline's) params and headline metrics."""
+    shown = json.loads(project.dvc("exp", "show", "--json", cwd=cwd))
+    result = {}
+    for commit in shown:
+        if commit["rev"] == "workspace":
+            continue
+        for row in [commit, *(r for e in commit.get("experiments") or [] for r in e["revs"])]:
+            data = row["data"]
+            result[row.get("name") or data["rev"]] = {
+                "params": data["params"][PARAMS_FILE]["data"],
+                "summary": data["metrics"][METRICS_FILE]["data"],
+            }
+    return result
+
+
+def _check_experiment(output: str, experiments: dict[str, dict], baseline: dict) -> None:
+    """The experiment reran only what its param affects and `dvc exp show` shows it."""
+    jobs = _stage_jobs(output)
+    assert jobs.get("tune_point") == 1 and jobs.get("distill") == 1, jobs
+    assert not {rule for rule in UNAFFECTED_RULES if jobs.get(rule)}, jobs
+    (new,) = (e for e in experiments.values()
+              if e["params"]["distill"]["settings"]["dual"]["tune"]["lam"] == EXPERIMENT_VALUE)
+    tuning = new["summary"]["datasets"]["navier_stokes"]["tuning"]["dual"]
+    assert tuning["chosen"]["values"]["lam"] == EXPERIMENT_VALUE[0]
+    assert _dual_mse(new["summary"]) != _dual_mse(baseline["summary"])
+
+
+def _set_param() -> str:
+    return f"{PARAMS_FILE}:{EXPERIMENT_PARAM}={json.dumps(EXPERIMENT_VALUE)}"
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_queued_experiment_reruns_only_what_its_param_changes(project):
+    """A queued experiment runs in a temporary copy of the repository, where DVC checks
+    out the baseline's outs with fresh times and Snakemake has no records."""
+    baseline = _experiments(project, project.repo)
+    project.dvc("exp", "run", "--queue", "-S", _set_param())
+    output = project.dvc("exp", "run", "--run-all", timeout=900)
+    _check_experiment(output, _experiments(project, project.repo),
+                      next(iter(baseline.values())))
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_exp_run_set_param_in_a_clone(project, tmp_path):
+    """`dvc exp run -S` in a colleague's clone that checked the results out of a
+    shared cache: the workspace's experiment, with the same adoption as a queued one."""
+    clone = tmp_path / "clone"
+    project.run("git", "clone", "-q", str(project.repo), str(clone), cwd=tmp_path)
+    project.dvc("cache", "dir", "--local", str(project.repo / ".dvc/cache"), cwd=clone)
+    project.dvc("checkout", cwd=clone)
+    baseline = _experiments(project, clone)
+    output = project.dvc("exp", "run", "-S", _set_param(), cwd=clone, timeout=900)
+    config = yaml.safe_load((clone / PARAMS_FILE).read_text())
+    assert config["distill"]["settings"]["dual"]["tune"]["lam"] == EXPERIMENT_VALUE
+    _check_experiment(output, _experiments(project, clone), next(iter(baseline.values())))
+    assert "Nothing to be done" in _run("snakemake --cores 1 -n", clone, project.env)
