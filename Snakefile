@@ -87,3 +87,4 @@ localrules:
 rule all:
     input:
         results("report.html"),
+        CURVES,

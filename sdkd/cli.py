@@ -155,7 +155,8 @@ def _cmd_figures(args: argparse.Namespace) -> None:
     from sdkd.report.figures import make_figures
 
     config = configuration.load(args.config)
-    figures = make_figures(config, args.metrics, args.eval_root, args.runs_root, args.out_dir)
+    figures = make_figures(config, args.metrics, args.eval_root, args.runs_root, args.out_dir,
+                           curves_dir=args.curves_dir)
     log.info("%d figures → %s", len(figures), args.out_dir)
 
 
@@ -345,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", type=Path, required=True,
                    help="results (holds teachers/ and students/ with history.csv)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for PNGs + figures.json")
+    p.add_argument("--curves-dir", type=Path, default=None,
+                   help="also write each run's training curves there as CSV (DVC's plots)")
 
     p = step("report", _cmd_report, "render the self-contained results/report.html")
     p.add_argument("--metrics", type=Path, required=True, help="metrics CSV of aggregate")

@@ -526,6 +526,14 @@ def raw_dir(config: Mapping[str, Any], dataset: str) -> str:
 # ---- figures ------------------------------------------------------------------------------
 
 
+def curve_file(run: Mapping[str, Any]) -> str:
+    """The training-curve CSV of ``run`` (an entry of :func:`expected_runs`), relative to
+    the curves folder (``plots/training`` of the results root): its evaluation file's
+    path with ``.csv`` for ``.json``. The figures job writes it; dvc.yaml plots it."""
+    return run["eval_file"].removesuffix(".json") + ".csv"
+
+
+
 @dataclass(frozen=True)
 class FigurePlan:
     """One figure the config asks for: its file name in the figures folder, the dataset
@@ -581,8 +589,8 @@ __all__ = [
     "DECOUPLED_FEATURES", "EXPERIMENTS", "FIGURE_KINDS", "FREQUENCY_SETTINGS",
     "LATENT_ONLY_SETTINGS", "MANIFEST", "RAW_ROOT", "RESULTS", "RUN_KEYS", "SETTINGS",
     "SHARED_RAW_ROOT", "SPEED_ONLY_TRAINING_KEYS", "TUNABLE_KEYS",
-    "BandSetting", "FigurePlan", "band_setting", "canonical_json", "data_spec",
-    "dataset_settings", "dataset_students", "expected_runs", "experiment_name",
+    "BandSetting", "FigurePlan", "band_setting", "canonical_json", "curve_file",
+    "data_spec", "dataset_settings", "dataset_students", "expected_runs", "experiment_name",
     "figure_files", "figure_plan", "identity_changes", "raw_dir", "raw_folder_pattern",
     "raw_identity", "results_root", "run_id", "run_identity", "run_spec", "split_name",
     "training_block", "tuned_settings", "tuning_file", "tuning_runs", "tuning_spec",

@@ -538,6 +538,15 @@ def test_plots_show_renders_every_plot_source(project, tmp_path):
     (by_setting,) = (p for name, p in plots.items() if "band setting" in name)
     rows = by_setting[0]["content"]["data"]["values"]
     assert {row["setting"] for row in rows} >= {"none", "dual"}
+    # one training-curve plot per run: the teacher and each student
+    curves = {name: p for name, p in plots.items() if name.startswith("results/plots/training/")}
+    runs = [p.parent.name + "/" + p.name for p in
+            (project.repo / "results/eval").rglob("*.json")]
+    assert sorted(Path(name).parent.name + "/" + Path(name).stem + ".json" for name in curves) \
+        == sorted(runs)
+    for plot in curves.values():
+        points = plot[0]["content"]["data"]["values"]
+        assert {row["field"] for row in points} == {"train", "validation"}
 
 
 def _stage_jobs(output: str) -> dict[str, int]:

@@ -11,6 +11,7 @@ import json
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 from fake_results import make_fake_results, subset_config, tiny_config
 from helpers import leftovers
@@ -42,8 +43,29 @@ def rendered(tmp_path_factory):
     tables = results / "tables"
     aggregate(config, results / "eval", tables / "metrics.csv", tables / "summary.json")
     out = results / "figures"
-    figures = make_figures(config, tables / "metrics.csv", results / "eval", results, out)
+    figures = make_figures(config, tables / "metrics.csv", results / "eval", results, out,
+                           curves_dir=results / "plots/training")
     return config, results, out, figures
+
+
+def test_training_curves_are_written_per_run_for_dvc(rendered):
+    """One CSV per run with a history, at its evaluation file's path: the curves the
+    training figure draws, under the same column names for every setting."""
+    _, results, _, _ = rendered
+    curves = results / "plots/training"
+    histories = sorted((results / "students").rglob("history.csv"))
+    assert histories
+    for history_path in histories:
+        dataset, model, bands, seed = history_path.parent.relative_to(
+            results / "students").parts
+        curve = pd.read_csv(curves / dataset / model / bands / f"{seed}.csv")
+        history = pd.read_csv(history_path)
+        assert list(curve.columns) == ["epoch", "train", "validation"]
+        pd.testing.assert_series_equal(curve["validation"], history["val_gt"],
+                                       check_names=False)
+        pd.testing.assert_series_equal(curve["train"], history["train_gt"], check_names=False)
+    assert leftovers(curves) == sorted(
+        str(p.relative_to(curves)) for p in curves.rglob("*.csv"))
 
 
 def test_every_figure_is_a_png_in_the_manifest(rendered):

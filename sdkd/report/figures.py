@@ -61,7 +61,7 @@ from matplotlib.lines import Line2D
 from sdkd.atomic import atomic_path
 from sdkd.evaluate.format import Sample, Spectrum, band_labels, per_lead_time, sample, spectrum
 from sdkd.jsonfile import write_json
-from sdkd.plan import MANIFEST, figure_files, figure_plan
+from sdkd.plan import MANIFEST, curve_file, figure_files, figure_plan
 from sdkd.report.aggregate import read_metrics
 from sdkd.report.fmt import PAPER_MAE_REDUCTION_PCT, PAPER_MSE_REDUCTION_PCT
 from sdkd.report.results import Results, none_key, run_label
@@ -704,15 +704,40 @@ def _save(fig: plt.Figure, path: Path) -> None:
         plt.close(fig)
 
 
+def write_training_curves(res: Results, curves_dir: Path) -> list[Path]:
+    """One CSV per run with a history: ``epoch, train, validation``, the curves of the
+    training figure (the teacher's MSE, a student's ground-truth term), at
+    ``curves_dir/<the run's evaluation file, .csv>``. They are the data series of DVC's
+    training-curve plots (dvc.yaml): one plot per run, every file with the same columns,
+    which the raw ``history.csv`` files (each setting its own loss terms) do not have."""
+    written = []
+    for run in res.runs().to_dict("records"):
+        history = res.history(run)
+        if history is None:
+            continue
+        train, validation = _curve_columns(history, run["role"])
+        if validation not in history.columns:
+            continue
+        curve = pd.DataFrame({"epoch": history["epoch"], "validation": history[validation]})
+        if train in history.columns:
+            curve.insert(1, "train", history[train])
+        path = curves_dir / curve_file(run)
+        with atomic_path(path) as tmp:
+            curve.to_csv(tmp, index=False)
+        written.append(path)
+    return written
+
+
 def make_figures(
     config: Mapping[str, Any], metrics_csv: str | Path, eval_root: str | Path,
-    runs_root: str | Path, out_dir: str | Path,
+    runs_root: str | Path, out_dir: str | Path, *, curves_dir: str | Path | None = None,
 ) -> list[Figure]:
     """Write every figure of :func:`figure_files` and the manifest into ``out_dir``.
 
     ``metrics_csv`` is the table of :func:`sdkd.report.aggregate.aggregate`; ``eval_root``
     holds the evaluation files; ``runs_root`` is the results folder with
-    ``teachers/`` and ``students/`` (their ``history.csv``).
+    ``teachers/`` and ``students/`` (their ``history.csv``). With ``curves_dir``, each
+    run's training curves go there too, as CSV (:func:`write_training_curves`).
 
     Raises:
         SdkdError: when the metrics table cannot be read, or the evaluation file or
@@ -747,10 +772,12 @@ def make_figures(
             _save(fig, path)
             figures.append(Figure(path, spec.dataset, spec.kind, spec.title, caption,
                                   placeholder))
+    if curves_dir is not None:
+        write_training_curves(res, Path(curves_dir))
     manifest = [figure.manifest_entry() for figure in figures]
     write_json(out_dir / MANIFEST, manifest, indent=2)
     return figures
 
 
 __all__ = ["MANIFEST", "Figure", "figure_files", "make_figures", "pareto_front",
-           "setting_palette"]
+           "setting_palette", "write_training_curves"]

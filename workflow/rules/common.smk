@@ -15,6 +15,7 @@ from sdkd.errors import SdkdError
 from sdkd.plan import (
     band_setting,
     canonical_json,
+    curve_file,
     data_spec,
     expected_runs,
     experiment_name,
@@ -100,6 +101,10 @@ RAW_IDS = {name: run_id(raw_identity(config, name)) for name in DATASETS if name
 # wildcard constraints below stay global, the union over datasets.
 # Figures are named by the config (datasets, students), so they can be declared outputs.
 FIGURES = figure_plan(config)
+# Each run's training curves as CSV (DVC's plots), written by the figures job: files,
+# not a directory() output, whose timestamp file DVC would try to plot.
+CURVES_DIR = results("plots/training")
+CURVES = [f"{CURVES_DIR}/{curve_file(run)}" for run in RUNS]
 
 
 def _one_of(names):

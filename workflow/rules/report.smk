@@ -43,6 +43,8 @@ rule figures:
     output:
         manifest=results("figures/figures.json"),
         images=[figure_output(figure) for figure in FIGURES],
+        # each run's training curves as CSV: the data series of dvc.yaml's plots
+        curves=CURVES,
     log:
         results("logs/figures.log"),
     benchmark:
@@ -54,10 +56,11 @@ rule figures:
         eval_root=eval_root,
         runs_root=runs_root,
         out_dir=lambda w, output: os.path.dirname(output.manifest),
+        curves_dir=CURVES_DIR,
     shell:
         "sdkd figures --config {params.config:q} --metrics {input.table:q}"
         " --eval-root {params.eval_root:q} --runs-root {params.runs_root:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --curves-dir {params.curves_dir:q} > {log:q} 2>&1"
 
 
 rule report:
