@@ -103,8 +103,7 @@ RAW_IDS = {name: run_id(raw_identity(config, name)) for name in DATASETS if name
 FIGURES = figure_plan(config)
 # Each run's training curves as CSV (DVC's plots), written by the figures job: files,
 # not a directory() output, whose timestamp file DVC would try to plot.
-CURVES_DIR = results("plots/training")
-CURVES = [f"{CURVES_DIR}/{curve_file(run)}" for run in RUNS]
+CURVES = [results(f"plots/training/{curve_file(run)}") for run in RUNS]
 
 
 def _one_of(names):
@@ -271,6 +270,11 @@ def eval_root(wildcards, input):
 def runs_root(wildcards, input):
     """RESULTS, the folder holding teachers/ and students/, from the rule's inputs."""
     return _root(input.runs[0], f"{RUNS[0]['run_dir']}/history.csv")
+
+
+def curves_root(wildcards, output):
+    """RESULTS/plots/training, as the rule's outputs name it (storage-prefixed or not)."""
+    return _root(output.curves[0], curve_file(RUNS[0]))
 
 
 def figure_output(figure):

@@ -56,7 +56,7 @@ rule figures:
         eval_root=eval_root,
         runs_root=runs_root,
         out_dir=lambda w, output: os.path.dirname(output.manifest),
-        curves_dir=CURVES_DIR,
+        curves_dir=curves_root,
     shell:
         "sdkd figures --config {params.config:q} --metrics {input.table:q}"
         " --eval-root {params.eval_root:q} --runs-root {params.runs_root:q}"
