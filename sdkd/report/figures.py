@@ -718,7 +718,8 @@ def write_training_curves(res: Results, curves_dir: Path) -> list[Path]:
         train, validation = _curve_columns(history, run["role"])
         if validation not in history.columns:
             continue
-        curve = pd.DataFrame({"epoch": history["epoch"], "validation": history[validation]})
+        curve = pd.DataFrame({"epoch": history["epoch"].astype(int),
+                              "validation": history[validation]})
         if train in history.columns:
             curve.insert(1, "train", history[train])
         path = curves_dir / curve_file(run)
