@@ -21,7 +21,9 @@ first), in the environment this script was started in minus any thread settings
 choice is what is measured. Runs interleave (per repeat: idle then loaded, before then
 after within each), so drift in the machine's speed hits both versions alike.
 
-Figures: every run's wall time, the median per version and condition, each version's
+Figures: every run's wall time (and its seconds per rule, from Snakemake's benchmark
+files: a rule's jobs summed, so with two cores they add up to more than the wall
+time), the median per version and condition, each version's
 ``loaded / idle`` slowdown, and ``after / before`` per condition (medians measured in
 this same invocation). A run past ``--timeout`` is killed and recorded as ``null`` with
 ``timed_out``; its medians then count it as the timeout (a lower bound).
@@ -99,9 +101,26 @@ def smoke_run(code: Path, scratch: Path, cores: int, timeout: float) -> dict[str
     else:
         if proc.returncode != 0:
             raise RuntimeError(f"smoke DAG of {code} failed: {stderr[-2000:]}")
-        record = {"wall_s": time.monotonic() - t0, "timed_out": False}
+        record = {"wall_s": time.monotonic() - t0, "timed_out": False,
+                  "rule_s": rule_seconds(work)}
     shutil.rmtree(work, ignore_errors=True)
     return record | {"loadavg_before": before, "loadavg_after": loadavg()}
+
+
+def rule_seconds(work: Path) -> dict[str, float]:
+    """Wall seconds per rule, summed over its jobs, from Snakemake's benchmark files
+    (``<results>/benchmarks/<rule>/...tsv``, column ``s``): where the time went."""
+    totals: dict[str, float] = {}
+    for tsv in work.glob("results/**/benchmarks/*/**/*.tsv"):
+        rule = tsv.relative_to(work).parts[tsv.relative_to(work).parts.index("benchmarks") + 1]
+        with tsv.open() as fh:
+            header, values = fh.readline().split("\t"), fh.readline().split("\t")
+        totals[rule] = totals.get(rule, 0.0) + float(values[header.index("s")])
+    for tsv in work.glob("results/**/benchmarks/*.tsv"):  # one job per rule: figures, report
+        with tsv.open() as fh:
+            header, values = fh.readline().split("\t"), fh.readline().split("\t")
+        totals[tsv.stem] = totals.get(tsv.stem, 0.0) + float(values[header.index("s")])
+    return dict(sorted(totals.items()))
 
 
 def median_s(runs: list[dict[str, Any]], timeout: float) -> float:
