@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
 NS, DR = "navier_stokes", "diffusion_reaction"
 # The first level of the default's results/: each rule's folder, and the page.
-DEFAULT_TOP = {"benchmarks", "data", "eval", "figures", "logs", "report.html", "students",
-               "tables", "teachers", "tuning"}
+DEFAULT_TOP = {"benchmarks", "data", "eval", "figures", "logs", "plots", "report.html",
+               "students", "tables", "teachers", "tuning"}
 
 
 def named(name: str | None, edit=None) -> dict:
