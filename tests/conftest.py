@@ -12,11 +12,18 @@ from snakerun import copy_workflow, snakemake
 from sdkd.cli import main
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``, pyproject.toml): one worker per test file,
     so that module-scoped fixtures are built once, and every test that reads the smoke
     run on one worker, so that the session-scoped ``smoke_run`` (minutes) is built once,
-    not once per worker that needs it."""
+    not once per worker that needs it.
+
+    First among the hooks: xdist's own reads the ``xdist_group`` marks to name each
+    test's group, and marks added after it are ignored. (It names the group in the
+    test's id, which pytest 9 no longer reads: the `test` extra keeps pytest below 9,
+    or every test goes wherever a worker is free and both workers build the smoke
+    run.)"""
     for item in items:
         reads_smoke = "smoke_run" in getattr(item, "fixturenames", ())
         group = "smoke" if reads_smoke else item.module.__name__
