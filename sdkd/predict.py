@@ -137,9 +137,10 @@ def predict(
 
     Raises:
         SdkdError: one line naming the file at fault: an unreadable checkpoint, a data
-            file the run was not trained on, an unknown variable, a grid, channel count
-            or number of frames the model does not take, a time stamp not in the input,
-            non-finite input or forecast, an output that cannot be written.
+            file the run was not trained on, a canonical dataset given as the input, an
+            unknown variable, a grid, channel count or number of frames the model does
+            not take, a time stamp not in the input, non-finite input or forecast, an
+            output that cannot be written.
     """
     out = Path(out)
     if out.is_dir():
@@ -268,6 +269,21 @@ def _grid_fit(attrs: Mapping[str, Any], windows: ForecastWindows) -> GridFit:
 # ---------------------------------------------------------------------------- the input
 
 
+def _refuse_canonical(path: str | os.PathLike[str]) -> None:
+    """A canonical dataset (``sdkd preprocess``'s normalised windows) given as the input
+    would otherwise fail as a file of no variables: say what it is and what to give."""
+    if not (Path(path).is_file() and h5py.is_hdf5(path)):
+        return
+    with h5py.File(path, "r") as f:
+        canonical = {"train", "val", "test"} <= set(f) and "raw_sha256" in f.attrs
+    if canonical:
+        raise SdkdError(
+            f"{path}: is a canonical dataset (preprocessed, normalised windows), not an "
+            "input; give the series to forecast from in its own units, e.g. the "
+            "dataset's raw file under resources/ (--data takes the canonical one)"
+        )
+
+
 def _open_input(
     path: str | os.PathLike[str], training: TrainingData, variable: Sequence[str] | None,
     axes: str | None, max_gib: float,
@@ -279,6 +295,7 @@ def _open_input(
     file's only one) in the given axis order (by default ``T H W`` for a model of one
     channel, ``T C H W`` for more).
     """
+    _refuse_canonical(path)
     block = training.file_block if variable is None and axes is None else {}
     default_axes = "T H W" if len(training.channels) == 1 else "T C H W"
     names = block.get("variable") if variable is None else list(variable)

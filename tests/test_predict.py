@@ -219,13 +219,15 @@ def bad_inputs(runs, tmp_path):
      ["latest.nc", "no frame is stamped 2030-01-01T00:00:00"]),
     ("time without stamps", ["--input", "{tmp}/short.npy", "--axes", "T C H W", "--time", "2021"],
      ["short.npy", "no time stamps"]),
+    ("canonical input", ["--input", "{data}"],
+     ["wx.h5", "is a canonical dataset", "not an input", "raw file"]),
     ("checkpoint", ["--input", "{input}", "--run", "{tmp}/garbage.pt"],
      ["garbage.pt", "corrupt or unreadable checkpoint"]),
     ("data", ["--input", "{input}", "--data", "{tmp}/other.h5"],
      ["other.h5", "not the dataset file", "trained on"]),
 ])
 def test_what_the_model_does_not_take(runs, bad_inputs, sdkd_cli, case, args, fragments):
-    given = [a.format(tmp=bad_inputs, input=runs["input"]) for a in args]
+    given = [a.format(tmp=bad_inputs, input=runs["input"], data=runs["data"]) for a in args]
     defaults = {"--run": runs["teacher"], "--data": runs["data"]}
     for key, value in defaults.items():
         if key not in given:
