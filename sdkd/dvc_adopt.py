@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from sdkd.errors import SdkdError, os_error_message
+
 PARAMS_FILE = "config/config.yaml"
 # Where Snakemake's default (file) persistence keeps one record per output it made.
 RECORDS = Path(".snakemake/metadata")
@@ -63,45 +65,79 @@ def targets(argv: list[str]) -> list[str]:
 def adoptable(stages: dict, locked: dict, root: Path) -> list[str]:
     """The stages to adopt, in dvc.yaml's order: the longest run of them, from the
     first, that dvc.lock describes with one config and whose outs all exist. The stages
-    after a missing out are rebuilt from the files before it, not adopted."""
+    after a missing out are rebuilt from the files before it, not adopted (as are those
+    after an entry DVC would not have written: no params, outs without paths)."""
     names: list[str] = []
+    first: dict | None = None
     for name in stages:
         entry = locked.get(name)
-        if entry is None:
+        if not isinstance(entry, dict):
             break
-        params = entry.get("params", {}).get(PARAMS_FILE)
-        if names and params != locked[names[0]]["params"][PARAMS_FILE]:
+        params = (entry.get("params") or {}).get(PARAMS_FILE)
+        outs = entry.get("outs") or []
+        if not isinstance(params, dict) or (first is not None and params != first):
             break
-        if not all((root / out["path"]).exists() for out in entry.get("outs", [])):
+        if not all(isinstance(out, dict) and isinstance(out.get("path"), str)
+                   and (root / out["path"]).exists() for out in outs):
             break
+        first = params
         names.append(name)
     return names
 
 
+def _mapping(path: Path, key: str) -> dict:
+    """The mapping under ``key`` of the YAML mapping in ``path`` (absent: empty)."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SdkdError(f"{path}: not YAML ({problem})") from None
+    if not isinstance(doc, dict):
+        raise SdkdError(f"{path}: expected a mapping, but it is {type(doc).__name__}")
+    part = doc.get(key, {})
+    if not isinstance(part, dict):
+        raise SdkdError(f"{path}: expected a mapping under {key!r}, but it is "
+                        f"{type(part).__name__}")
+    return part
+
+
 def adopt(root: Path, force: bool = False) -> str | None:
-    """Adopt the DVC-checked-out files of ``root``; returns the last stage adopted."""
+    """Adopt the DVC-checked-out files of ``root``; returns the last stage adopted.
+
+    Raises:
+        SdkdError: one line: dvc.yaml or dvc.lock unreadable, a stage without a Snakemake
+            call, or Snakemake's touch failed.
+    """
     lock = root / "dvc.lock"
     if not lock.is_file():
         return None
     records = root / RECORDS
     if not force and records.is_dir() and any(records.iterdir()):
         return None
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    locked = yaml.safe_load(lock.read_text()).get("stages", {})
+    stages = _mapping(root / "dvc.yaml", "stages")
+    locked = _mapping(lock, "stages")
     names = adoptable(stages, locked, root)
     if not names:
         return None
     last = names[-1]
+    try:
+        argv = snakemake_command(stages[last]["cmd"])
+    except (KeyError, TypeError, ValueError):
+        raise SdkdError(f"{root / 'dvc.yaml'}: stage {last!r} has no `snakemake` command in "
+                        "its cmd") from None
     with tempfile.TemporaryDirectory(prefix="sdkd-adopt-") as folder:
         config = Path(folder) / "config.yaml"
         config.write_text(yaml.safe_dump(locked[last]["params"][PARAMS_FILE]))
         # The file's path is not provenance (common.smk: the `config` param is a Path),
         # so the records are those of a run on config/config.yaml with these contents.
-        subprocess.run(
-            ["snakemake", *targets(snakemake_command(stages[last]["cmd"])), "--cores", "1",
+        touch = subprocess.run(
+            [sys.executable, "-m", "snakemake", *targets(argv), "--cores", "1",
              "--touch", "--forceall", "--configfile", str(config), "--quiet", "all"],
-            cwd=root, check=True,
+            cwd=root, check=False,
         )
+    if touch.returncode != 0:
+        raise SdkdError(f"{root}: `snakemake --touch` of the outs dvc.lock lists up to stage "
+                        f"{last!r} failed (exit {touch.returncode}; its output is above)")
     return last
 
 
@@ -112,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="adopt even where Snakemake has records (right after "
                              "`dvc checkout` or `dvc exp apply`)")
     args = parser.parse_args(argv)
-    last = adopt(Path.cwd(), force=args.force)
+    try:
+        last = adopt(Path.cwd(), force=args.force)
+    except SdkdError as exc:
+        print(f"sdkd: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sdkd: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
     if last is not None:
         print(f"sdkd: Snakemake adopted the outs of dvc.lock up to stage {last!r}",
               file=sys.stderr)

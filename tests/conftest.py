@@ -19,15 +19,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     run on one worker, so that the session-scoped ``smoke_run`` (minutes) is built once,
     not once per worker that needs it.
 
+    The groups are then handed out in collection order (``--no-loadscope-reorder``), so
+    the long ones go first: the smoke group, then every group with a `workflow` test
+    (Snakemake, DVC, chromium). The many quick files fill in behind them, and no worker
+    starts a long group while the other has nothing left: ordered by their number of
+    tests (xdist's default), the smoke group started late and ran alone for minutes.
+
     First among the hooks: xdist's own reads the ``xdist_group`` marks to name each
     test's group, and marks added after it are ignored. (It names the group in the
     test's id, which pytest 9 no longer reads: the `test` extra keeps pytest below 9,
     or every test goes wherever a worker is free and both workers build the smoke
     run.)"""
+    groups = {}
     for item in items:
         reads_smoke = "smoke_run" in getattr(item, "fixturenames", ())
-        group = "smoke" if reads_smoke else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        groups[item] = "smoke" if reads_smoke else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    slow = {groups[item] for item in items if item.get_closest_marker("workflow")}
+    items.sort(key=lambda item: (groups[item] != "smoke", groups[item] not in slow))
 
 
 @pytest.fixture(autouse=True, scope="session")
