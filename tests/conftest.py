@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     test's id, which pytest 9 no longer reads: the `test` extra keeps pytest below 9,
     or every test goes wherever a worker is free and both workers build the smoke
     run.)"""
-    groups = {}
+    groups: dict[pytest.Item, str] = {}
     for item in items:
         reads_smoke = "smoke_run" in getattr(item, "fixturenames", ())
         groups[item] = "smoke" if reads_smoke else item.module.__name__
