@@ -648,7 +648,7 @@ def _read_text(path: Path, name: str) -> str:
         ) from None
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """PyYAML's error on one line: where, and what (it spreads them over several)."""
     if isinstance(exc, yaml.reader.ReaderError):
         return f"character {exc.position + 1}: {exc.reason} (#x{exc.character:04x})"
@@ -684,7 +684,7 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SdkdError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+        raise SdkdError(f"{source}: not valid YAML ({yaml_problem(exc)})") from None
     except RecursionError:  # PyYAML composes nested nodes recursively
         raise SdkdError(
             f"{source}: nested deeper than Python can read; expected a YAML config"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from sdkd.config import yaml_problem
 from sdkd.errors import SdkdError, os_error_message
 
 PARAMS_FILE = "config/config.yaml"
@@ -90,8 +91,7 @@ def _mapping(path: Path, key: str) -> dict:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SdkdError(f"{path}: not YAML ({problem})") from None
+        raise SdkdError(f"{path}: not YAML ({yaml_problem(exc)})") from None
     if not isinstance(doc, dict):
         raise SdkdError(f"{path}: expected a mapping, but it is {type(doc).__name__}")
     part = doc.get(key, {})

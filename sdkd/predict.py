@@ -55,6 +55,7 @@ from sdkd.data.calendar import regular_step
 from sdkd.data.dataset import ForecastWindows, fingerprint
 from sdkd.data.grid import GridFit
 from sdkd.data.limits import DEFAULT_MAX_GIB, FLOAT32, check_free_space, first_line
+from sdkd.data.preprocess import SPLITS
 from sdkd.data.raw import RawSeries
 from sdkd.data.sources import open_source
 from sdkd.errors import SdkdError
@@ -275,7 +276,7 @@ def _refuse_canonical(path: str | os.PathLike[str]) -> None:
     if not (Path(path).is_file() and h5py.is_hdf5(path)):
         return
     with h5py.File(path, "r") as f:
-        canonical = {"train", "val", "test"} <= set(f) and "raw_sha256" in f.attrs
+        canonical = set(SPLITS) <= set(f) and "raw_sha256" in f.attrs
     if canonical:
         raise SdkdError(
             f"{path}: is a canonical dataset (preprocessed, normalised windows), not an "

@@ -107,7 +107,7 @@ def test_nothing_to_adopt_without_a_lock(tmp_path, touches):
 
 
 @pytest.mark.parametrize("lock, fragments", [
-    ("stages: [unclosed", ["dvc.lock: not YAML"]),
+    ("stages: [unclosed", ["dvc.lock: not YAML (line 1, column 18"]),
     ("- a list\n", ["dvc.lock: expected a mapping", "it is list"]),
     ("stages: 3\n", ["dvc.lock: expected a mapping under 'stages'", "it is int"]),
 ], ids=["not yaml", "a list", "stages not a mapping"])
